@@ -1,0 +1,154 @@
+//! The operator API: revocations and join tokens, behind the admin credential.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tonic::{Request, Response, Status};
+
+use super::{blocking, store_status, CaState};
+use crate::attest::join_token::{hash_secret, new_secret, secret_matches, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
+use crate::proto::v1 as pb;
+use crate::revocation::signed::entry_to_proto;
+use crate::revocation::RevocationTarget;
+use crate::spiffe_id::SpiffeId;
+use crate::svid::unix_seconds;
+
+#[derive(Debug)]
+pub(crate) struct Admin {
+    state: Arc<CaState>,
+}
+
+impl Admin {
+    pub(crate) fn new(state: Arc<CaState>) -> Self {
+        Self { state }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if secret_matches(token, &self.state.admin_hash) => Ok(()),
+            _ => Err(Status::unauthenticated(
+                "missing or wrong admin credential; pass the CA directory's `admin.token` (--dir or --admin-token-file)",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ca_admin_server::CaAdmin for Admin {
+    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let target = target(req.target.as_ref())?;
+        let reason: String = req.reason.chars().filter(|c| !c.is_control()).take(256).collect();
+        let state = Arc::clone(&self.state);
+        blocking(move || {
+            let (version, changed) = state
+                .store
+                .revoke(&target, &reason, unix_seconds(SystemTime::now()))
+                .map_err(store_status)?;
+            state.publish().map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(%target, version, changed, "revoked");
+            Ok(pb::RevocationChange { version, changed })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn unrevoke(&self, request: Request<pb::UnrevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
+        self.authorize(&request)?;
+        let target = target(request.get_ref().target.as_ref())?;
+        let state = Arc::clone(&self.state);
+        blocking(move || {
+            let (version, changed) = state.store.unrevoke(&target).map_err(store_status)?;
+            state.publish().map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(%target, version, changed, "unrevoked");
+            Ok(pb::RevocationChange { version, changed })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let id = SpiffeId::parse(&req.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let td = self.state.signer.trust_domain();
+        if !id.is_member_of(td) {
+            return Err(Status::invalid_argument(format!(
+                "`{id}` is not in this CA's trust domain `{td}`"
+            )));
+        }
+        if id.path().is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "`{id}` names the trust domain, not a workload"
+            )));
+        }
+        let ttl = match req.ttl_seconds {
+            0 => DEFAULT_TOKEN_TTL,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        if ttl > MAX_TOKEN_TTL {
+            return Err(Status::invalid_argument(format!(
+                "a join token lives at most {}s (24 h)",
+                MAX_TOKEN_TTL.as_secs()
+            )));
+        }
+        let state = Arc::clone(&self.state);
+        blocking(move || {
+            let token = new_secret().map_err(|e| Status::internal(e.to_string()))?;
+            let now = unix_seconds(SystemTime::now());
+            let expires = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+            state
+                .store
+                .insert_join_token(&hash_secret(&token), &id, now, expires)
+                .map_err(store_status)?;
+            tracing::info!(%id, expires, "join token created");
+            Ok(pb::JoinToken {
+                token,
+                spiffe_id: id.to_string(),
+                expires_at_unix: expires,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::RevocationListing>, Status> {
+        self.authorize(&request)?;
+        let state = Arc::clone(&self.state);
+        blocking(move || {
+            let (version, entries) = state.store.revocations().map_err(store_status)?;
+            Ok(pb::RevocationListing {
+                version,
+                entries: entries.iter().map(entry_to_proto).collect(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+fn target(t: Option<&pb::RevocationTarget>) -> Result<RevocationTarget, Status> {
+    use pb::revocation_target::Target;
+    match t.and_then(|t| t.target.as_ref()) {
+        Some(Target::SerialHex(s)) => s
+            .parse()
+            .map(RevocationTarget::Serial)
+            .map_err(|e| Status::invalid_argument(format!("{e}"))),
+        Some(Target::SpiffeId(id)) => SpiffeId::parse(id)
+            .map(RevocationTarget::SpiffeId)
+            .map_err(|e| Status::invalid_argument(e.to_string())),
+        None => Err(Status::invalid_argument("name what to revoke: a serial or a SPIFFE ID")),
+    }
+}

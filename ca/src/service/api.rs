@@ -1,0 +1,166 @@
+//! The workload API: `Sign`, `GetBundle`, `WatchRevocations`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::incoming::{PeerInfo, PeerSvid};
+use super::{blocking, issue_status, store_status, CaState};
+use crate::attest::join_token::hash_secret;
+use crate::issuer::MAX_LEAF_TTL;
+use crate::proto::v1 as pb;
+use crate::spiffe_id::SpiffeId;
+use crate::store::{IssuanceKind, IssuanceRecord};
+use crate::svid::unix_seconds;
+
+#[derive(Debug)]
+pub(crate) struct Api {
+    state: Arc<CaState>,
+}
+
+impl Api {
+    pub(crate) fn new(state: Arc<CaState>) -> Self {
+        Self { state }
+    }
+}
+
+/// Who the caller is allowed to be, and how that was established.
+enum Attested {
+    Token { id: SpiffeId, hash: [u8; 32] },
+    Renewal { id: SpiffeId },
+}
+
+#[tonic::async_trait]
+impl pb::ca_server::Ca for Api {
+    async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().and_then(|p| p.svid.clone());
+        let req = request.into_inner();
+        let ttl = match req.ttl_seconds {
+            0 => self.state.default_ttl,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        if ttl > MAX_LEAF_TTL {
+            return Err(Status::invalid_argument(format!(
+                "a lifetime of {}s was asked for; the CA signs up to {}s (24 h)",
+                ttl.as_secs(),
+                MAX_LEAF_TTL.as_secs()
+            )));
+        }
+        let state = Arc::clone(&self.state);
+        blocking(move || sign(&state, peer, &req, ttl)).await.map(Response::new)
+    }
+
+    async fn get_bundle(&self, _request: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+        let bundle = self.state.signer.bundle();
+        Ok(Response::new(pb::Bundle {
+            trust_domain: bundle.trust_domain().to_string(),
+            roots_der: bundle.roots().iter().map(|r| r.to_vec()).collect(),
+        }))
+    }
+
+    type WatchRevocationsStream = Pin<Box<dyn Stream<Item = Result<pb::SignedRevocationList, Status>> + Send>>;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let stream = WatchStream::new(self.state.lists.subscribe()).map(|published| Ok(published.signed.clone()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn sign(
+    state: &CaState,
+    peer: Option<PeerSvid>,
+    req: &pb::SignRequest,
+    ttl: Duration,
+) -> Result<pb::SignResponse, Status> {
+    let now = SystemTime::now();
+    let attested = attest(state, peer, &req.join_token, now)?;
+    let (Attested::Token { id, .. } | Attested::Renewal { id }) = &attested;
+    if state.trust.revocations().is_id_revoked(id) {
+        return Err(Status::permission_denied(format!(
+            "`{id}` is revoked; the CA issues to it again only after `palisade ca unrevoke --spiffe-id {id}`"
+        )));
+    }
+    let issued = state
+        .signer
+        .sign_csr(&req.csr_der, id, ttl, now)
+        .map_err(issue_status)?;
+    let record = IssuanceRecord {
+        serial: issued.serial.clone(),
+        id: issued.id.clone(),
+        kind: match attested {
+            Attested::Token { .. } => IssuanceKind::Issued,
+            Attested::Renewal { .. } => IssuanceKind::Renewed,
+        },
+        not_before_unix: unix_seconds(issued.not_before),
+        not_after_unix: unix_seconds(issued.not_after),
+        issued_at_unix: unix_seconds(now),
+    };
+    match &attested {
+        Attested::Token { hash, .. } => {
+            if !state
+                .store
+                .consume_join_token(hash, unix_seconds(now), &record)
+                .map_err(store_status)?
+            {
+                return Err(token_refused());
+            }
+        }
+        Attested::Renewal { .. } => state.store.record_issued(&record).map_err(store_status)?,
+    }
+    tracing::info!(id = %issued.id, serial = %issued.serial, kind = ?record.kind, "SVID signed");
+    Ok(pb::SignResponse {
+        leaf_der: issued.leaf.to_vec(),
+        chain_der: state.signer.chain().iter().map(|c| c.to_vec()).collect(),
+        bundle_der: state.signer.bundle().roots().iter().map(|r| r.to_vec()).collect(),
+        spiffe_id: issued.id.to_string(),
+        serial_hex: issued.serial.to_string(),
+        not_after_unix: unix_seconds(issued.not_after),
+    })
+}
+
+/// Establishes the identity the caller may have: its current SVID (renewal) or a
+/// join token (first issuance), never both and never neither.
+fn attest(state: &CaState, peer: Option<PeerSvid>, join_token: &str, now: SystemTime) -> Result<Attested, Status> {
+    match (peer, join_token.is_empty()) {
+        (Some(peer), true) => {
+            // The handshake verified the chain; re-check what may have changed since.
+            if now > peer.not_after {
+                return Err(Status::unauthenticated("the client SVID has expired; bootstrap again with a new join token"));
+            }
+            let revocations = state.trust.revocations();
+            if revocations.is_serial_revoked(&peer.serial) {
+                return Err(Status::permission_denied(format!(
+                    "the client SVID (serial {}) is revoked; renewal refused",
+                    peer.serial
+                )));
+            }
+            Ok(Attested::Renewal { id: peer.id })
+        }
+        (None, false) => {
+            let hash = hash_secret(join_token);
+            match state.store.join_token_id(&hash, unix_seconds(now)).map_err(store_status)? {
+                Some(id) => Ok(Attested::Token { id, hash }),
+                None => Err(token_refused()),
+            }
+        }
+        (Some(_), false) => Err(Status::invalid_argument(
+            "send either a join token (first SVID) or a client certificate (renewal), not both",
+        )),
+        (None, true) => Err(Status::unauthenticated(
+            "no credential: present the current SVID as the TLS client certificate to renew, or a join token from `palisade ca token create`",
+        )),
+    }
+}
+
+fn token_refused() -> Status {
+    Status::permission_denied(
+        "the join token is unknown, already used or expired; create a new one with `palisade ca token create`",
+    )
+}

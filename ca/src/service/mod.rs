@@ -1,0 +1,235 @@
+//! The CA service (`palisade ca serve`): tonic gRPC over TLS, the CA presenting its
+//! own SVID.
+//!
+//! [`CaState`] holds everything a call needs; state changes go to the [`Store`]
+//! first and are published only once durable. Revocation lists are signed once per
+//! version and fanned out to every `WatchRevocations` stream through a `watch`
+//! channel. The store is also polled, so a revocation written by an offline
+//! `palisade ca revoke --offline` reaches a running CA's watchers.
+
+mod admin;
+mod api;
+pub mod incoming;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::dir::{CaDir, CaDirError};
+use crate::issuer::{CaSigner, IssueError};
+use crate::proto::v1 as pb;
+use crate::revocation::signed::sign_list;
+use crate::revocation::RevocationSet;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::store::{IssuanceKind, IssuanceRecord, Store, StoreError};
+use crate::svid::unix_seconds;
+use crate::tls::SvidResolver;
+use crate::verify::{SvidClientVerifier, Trust};
+
+/// The SPIFFE ID the CA serves under: `spiffe://TD/ns/palisade-system/sa/palisade-ca`.
+pub fn ca_spiffe_id(td: &TrustDomain) -> Result<SpiffeId, crate::spiffe_id::SpiffeIdError> {
+    SpiffeId::mesh(td, "palisade-system", "palisade-ca")
+}
+
+/// Lifetime of the CA's own serving SVID; it is renewed at half of it.
+const OWN_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often the store is checked for revocations made by other processes.
+const STORE_POLL: Duration = Duration::from_secs(2);
+
+/// The CA could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Dir(#[from] CaDirError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("the CA directory has no admin credential hash; re-create it with `palisade ca init`")]
+    NoAdminCredential,
+}
+
+/// A signed revocation list and its version, as published.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub version: u64,
+    pub signed: pb::SignedRevocationList,
+}
+
+/// Everything the CA's calls share.
+#[derive(Debug)]
+pub struct CaState {
+    pub(crate) signer: CaSigner,
+    pub(crate) store: Store,
+    pub(crate) trust: Arc<Trust>,
+    pub(crate) lists: watch::Sender<Arc<Published>>,
+    pub(crate) admin_hash: String,
+    pub(crate) default_ttl: Duration,
+}
+
+impl CaState {
+    /// Loads the CA from its directory.
+    pub fn load(dir: &CaDir, default_ttl: Duration) -> Result<Arc<Self>, ServeError> {
+        let signer = dir.signer()?;
+        let store = dir.store()?;
+        let admin_hash = store.admin_token_hash()?.ok_or(ServeError::NoAdminCredential)?;
+        let trust = Trust::new(signer.bundle().clone(), RevocationSet::default());
+        let (lists, _) = watch::channel(Arc::new(Published {
+            version: 0,
+            signed: pb::SignedRevocationList::default(),
+        }));
+        let state = Arc::new(Self {
+            signer,
+            store,
+            trust,
+            lists,
+            admin_hash,
+            default_ttl,
+        });
+        state.publish()?;
+        Ok(state)
+    }
+
+    /// Signs the store's current revocation list and publishes it if it is newer.
+    pub(crate) fn publish(&self) -> Result<u64, ServeError> {
+        let (version, entries) = self.store.revocations()?;
+        if version <= self.lists.borrow().version {
+            return Ok(version);
+        }
+        let signed = sign_list(&self.signer, version, unix_seconds(SystemTime::now()), &entries)?;
+        self.trust.update_revocations(RevocationSet::new(version, &entries));
+        self.lists.send_if_modified(|current| {
+            let newer = version > current.version;
+            if newer {
+                *current = Arc::new(Published { version, signed });
+            }
+            newer
+        });
+        tracing::info!(version, entries = entries.len(), "revocation list published");
+        Ok(version)
+    }
+
+    /// Issues the CA's own serving SVID (its key stays in this process).
+    fn own_svid(&self) -> Result<crate::svid::Svid, ServeError> {
+        let td = self.signer.trust_domain();
+        let id = ca_spiffe_id(td).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let now = SystemTime::now();
+        let svid = self.signer.mint(&id, OWN_SVID_TTL, now)?;
+        self.store.record_issued(&IssuanceRecord {
+            serial: svid.serial().clone(),
+            id,
+            kind: IssuanceKind::Issued,
+            not_before_unix: unix_seconds(svid.not_before()),
+            not_after_unix: unix_seconds(svid.not_after()),
+            issued_at_unix: unix_seconds(now),
+        })?;
+        Ok(svid)
+    }
+}
+
+/// What `ca serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeParams {
+    pub dir: CaDir,
+    pub listen: SocketAddr,
+    pub default_ttl: Duration,
+}
+
+/// Runs the CA until `shutdown` resolves. `on_listening` is told the bound address
+/// (which differs from `listen` when port 0 was asked for); it is also written to
+/// the directory's `ca.addr`.
+pub async fn serve(
+    params: ServeParams,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let state = CaState::load(&params.dir, params.default_ttl)?;
+    let resolver = SvidResolver::with(&state.own_svid()?)?;
+    let verifier = SvidClientVerifier::new(Arc::clone(&state.trust), false);
+    let tls = crate::tls::server_config(Arc::clone(&resolver), verifier, &[b"h2"])?;
+    let listener = TcpListener::bind(params.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: params.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: params.listen,
+        source,
+    })?;
+    params.dir.write_addr(&bound.to_string())?;
+    on_listening(bound);
+
+    let (tx, rx) = mpsc::channel(64);
+    let accept = tokio::spawn(incoming::accept_loop(listener, incoming::acceptor(tls), tx));
+    let background = tokio::spawn(background(Arc::clone(&state), resolver));
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(pb::ca_server::CaServer::new(api::Api::new(Arc::clone(&state))))
+        .add_service(pb::ca_admin_server::CaAdminServer::new(admin::Admin::new(Arc::clone(
+            &state,
+        ))))
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+        .await;
+    accept.abort();
+    background.abort();
+    Ok(result?)
+}
+
+/// Renews the CA's own SVID at half its life and picks up revocations written to
+/// the store by other processes.
+async fn background(state: Arc<CaState>, resolver: Arc<SvidResolver>) {
+    let mut renew_at = tokio::time::Instant::now() + OWN_SVID_TTL / 2;
+    loop {
+        tokio::time::sleep(STORE_POLL).await;
+        let s = Arc::clone(&state);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.publish()).await {
+            tracing::warn!(error = %e, "cannot read revocations from the store");
+        }
+        if tokio::time::Instant::now() >= renew_at {
+            match state.own_svid().map(|svid| resolver.set(&svid)) {
+                Ok(Ok(())) => renew_at = tokio::time::Instant::now() + OWN_SVID_TTL / 2,
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot install the CA's renewed SVID"),
+                Err(e) => tracing::error!(error = %e, "cannot renew the CA's own SVID"),
+            }
+        }
+    }
+}
+
+/// Runs a blocking store/signing step off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the CA task failed: {e}")))?
+}
+
+/// The gRPC status for a refusal to issue.
+pub(crate) fn issue_status(e: IssueError) -> Status {
+    match e {
+        IssueError::Internal(_) | IssueError::BadRoot(_) => Status::internal(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "CA state failure");
+    Status::unavailable(format!("the CA could not record the change, nothing was done: {e}"))
+}
