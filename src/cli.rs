@@ -1,0 +1,300 @@
+//! The command line: `palisade <noun> <verb>`, as kubectl, istioctl and linkerd do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Zero-trust security for service meshes: SPIFFE identities, mTLS sidecars, Cedar authorization on both ends of every call, a tamper-evident audit log",
+    after_help = "Exit codes: 0 success; 1 the operation failed or was refused (or a check found a problem); 2 bad usage or input; 3 a Palisade service could not be reached.\n\nSet RUST_LOG (e.g. RUST_LOG=debug) for more detail in logs."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The certificate authority: trust domain, SVIDs, join tokens, revocation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA: a root (ECDSA P-256, 10 years) and an intermediate signing CA (1 year).
+    ///
+    /// Writes root.pem, root.key, intermediate.pem, intermediate.key, bundle.pem (the trust
+    /// bundle to give every workload), admin.token (the credential for admin calls) and
+    /// state.db into DIR. Keys and the token are written 0600. With --root-cert/--root-key
+    /// an existing root signs the intermediate and its key is not copied.
+    Init(CaInit),
+    /// Run the CA's gRPC API over TLS (the CA presents its own SVID).
+    ///
+    /// Writes the address it listens on to DIR/ca.addr so the CLI's admin calls find it.
+    Serve(CaServe),
+    /// Join tokens: single-use credentials that bootstrap a workload's first SVID.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Mint a key and an SVID offline (for operators and tests; workloads use a join token).
+    ///
+    /// Writes leaf.pem, leaf.key (0600), chain.pem (leaf + intermediate) and bundle.pem
+    /// into OUT. `openssl verify -CAfile OUT/bundle.pem -untrusted DIR/intermediate.pem
+    /// OUT/leaf.pem` accepts the result.
+    Issue(CaIssue),
+    /// Revoke a certificate by serial or a whole identity by SPIFFE ID.
+    ///
+    /// Reaches the running CA through its admin API; the CA pushes the new revocation
+    /// list to every proxy and refuses to issue to a revoked ID until it is unrevoked.
+    Revoke(CaRevoke),
+    /// Take back a revocation.
+    Unrevoke(CaUnrevoke),
+    /// The revocation list.
+    #[command(subcommand)]
+    Revocations(RevocationsCommand),
+    /// Write the RFC 5280 CRL signed by the intermediate (for tools outside the mesh).
+    ///
+    /// A revoked SPIFFE ID is written as the serials of its still-valid certificates.
+    Crl(CaCrl),
+    /// Show a certificate's SPIFFE ID, serial, validity, chain and revocation status.
+    ///
+    /// Exits 1 when the certificate does not verify as an SVID of the trust bundle or is revoked.
+    Inspect(CaInspect),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token for exactly one SPIFFE ID. Prints only the token on stdout.
+    Create(TokenCreate),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevocationsCommand {
+    /// List what is revoked.
+    List(RevocationsList),
+}
+
+/// Where the CA's directory is.
+#[derive(Debug, Args, Clone)]
+pub struct DirArg {
+    /// The CA directory.
+    #[arg(long, env = "PALISADE_CA_DIR", default_value = "palisade-ca")]
+    pub dir: PathBuf,
+}
+
+/// How to reach a running CA.
+#[derive(Debug, Args, Clone)]
+pub struct CaConn {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The CA's address (host:port); defaults to what `ca serve` wrote to DIR/ca.addr.
+    #[arg(long = "ca", env = "PALISADE_CA_ADDR")]
+    pub addr: Option<String>,
+    /// The trust bundle to check the CA against; defaults to DIR/bundle.pem.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// The trust domain of --bundle; defaults to DIR's.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// The admin credential; defaults to DIR/admin.token.
+    #[arg(long, env = "PALISADE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaInit {
+    /// The trust domain, e.g. `example.org` (lower-case letters, digits, `.`, `-`, `_`).
+    #[arg(long)]
+    pub trust_domain: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// An existing root certificate (PEM) to sign the intermediate with.
+    #[arg(long, requires = "root_key")]
+    pub root_cert: Option<PathBuf>,
+    /// The key of --root-cert (PKCS#8 PEM).
+    #[arg(long, requires = "root_cert")]
+    pub root_key: Option<PathBuf>,
+    /// Replace an existing CA in DIR (every SVID it issued becomes untrusted).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CaServe {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Lifetime of an SVID when the workload asks for none (at most 24h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// The one identity the token bootstraps, e.g. spiffe://example.org/ns/shop/sa/web.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// How long the token may be used (at most 24h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub conn: CaConn,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct CaIssue {
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// Directory to write leaf.pem, leaf.key, chain.pem and bundle.pem to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Lifetime (at most 24h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Replace an SVID already in OUT.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What to revoke: exactly one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// A certificate serial in hex, as `ca inspect` prints it.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// A SPIFFE ID: every certificate carrying it.
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaRevoke {
+    #[command(flatten)]
+    pub target: Target,
+    /// Why; `keyCompromise`, `superseded`, `cessationOfOperation`, `affiliationChanged` or
+    /// `privilegeWithdrawn` also become the CRL reason code.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[command(flatten)]
+    pub conn: CaConn,
+    /// Write to DIR's state directly, for when no CA is running (a running CA picks it up
+    /// within seconds).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CaUnrevoke {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub conn: CaConn,
+    /// Write to DIR's state directly, for when no CA is running.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RevocationsList {
+    #[command(flatten)]
+    pub conn: CaConn,
+    /// Ask the running CA instead of reading DIR's state.
+    #[arg(long)]
+    pub remote: bool,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct CaCrl {
+    /// File to write the DER CRL to (`.pem` writes PEM).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CaInspect {
+    /// A PEM file: the leaf first, then any intermediates.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Check against this bundle instead of DIR/bundle.pem.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// How data is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// Aligned columns.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Reads `90s`, `10m`, `1h`, `1h30m`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("`{s}` is not a duration; write e.g. `90s`, `10m`, `1h` or `1h30m`");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| err())?;
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(err()),
+        };
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl_flags() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "10", "m", "1x", "-1h", "0s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: real `palisade` processes, real sockets, real TLS.
+//! One test binary, one module per story.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests assert by panicking"
+)]
+
+mod ca;
+mod support;
