@@ -61,14 +61,50 @@ fn verify(c: &mut Criterion) {
         })
         .collect();
     let revocations = RevocationSet::new(2, &entries);
+    let mut with_shortcut = signer.bundle().clone();
+    assert_eq!(with_shortcut.add_intermediates(intermediates), 1);
+
+    // Baseline in the same run: one raw ECDSA P-256 signature check with ring, the
+    // floor under any certificate verification.
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+    let msg = [7u8; 256];
+    let sig = key.sign(&rng, &msg).unwrap();
+    let public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        ring::signature::KeyPair::public_key(&key).as_ref().to_vec(),
+    );
+
     let mut g = c.benchmark_group("ca");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("verify_svid (leaf + intermediate to root, 1,100 revocations)", |b| {
+    g.bench_function("baseline: one ECDSA P-256 verify (ring)", |b| {
+        b.iter(|| public.verify(black_box(&msg), sig.as_ref()).unwrap())
+    });
+    let full = signer.bundle();
+    g.bench_function(
+        "verify_svid, full path (leaf + intermediate to root, 1,100 revocations)",
+        |b| {
+            b.iter(|| {
+                verify_svid(
+                    black_box(leaf),
+                    intermediates,
+                    full,
+                    &revocations,
+                    Usage::Client,
+                    SystemTime::now(),
+                )
+                .unwrap()
+            })
+        },
+    );
+    g.bench_function("verify_svid, verified intermediate (1,100 revocations)", |b| {
         b.iter(|| {
             verify_svid(
                 black_box(leaf),
                 intermediates,
-                signer.bundle(),
+                &with_shortcut,
                 &revocations,
                 Usage::Client,
                 SystemTime::now(),
@@ -76,6 +112,20 @@ fn verify(c: &mut Criterion) {
             .unwrap()
         })
     });
+    let trust = palisade_ca::verify::Trust::new(with_shortcut.clone(), revocations.clone());
+    trust
+        .verify(leaf, intermediates, Usage::Client, SystemTime::now())
+        .unwrap();
+    g.bench_function(
+        "Trust::verify, chain seen before (cache hit: validity + revocation)",
+        |b| {
+            b.iter(|| {
+                trust
+                    .verify(black_box(leaf), intermediates, Usage::Client, SystemTime::now())
+                    .unwrap()
+            })
+        },
+    );
     g.finish();
 }
 

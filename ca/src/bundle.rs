@@ -5,18 +5,36 @@
 //! only after every certificate under it has expired.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
+use x509_parser::certificate::X509Certificate;
 
 use crate::spiffe_id::TrustDomain;
 
 /// The roots of one trust domain, parsed once into path-validation anchors.
+///
+/// A bundle may also carry *verified intermediates*: CA certificates checked once
+/// against the roots (signature, cA, keyCertSign) when added. A chain presenting
+/// exactly such an intermediate is validated from it, saving the intermediate's
+/// signature check on every handshake; its validity window is still checked each
+/// time. Any other chain is validated from the roots as usual.
 #[derive(Clone, Debug)]
 pub struct TrustBundle {
     trust_domain: TrustDomain,
     roots: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
+    verified_intermediates: Vec<VerifiedIntermediate>,
+}
+
+/// An intermediate checked against the roots once, usable as a path shortcut.
+#[derive(Clone, Debug)]
+pub struct VerifiedIntermediate {
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) anchor: TrustAnchor<'static>,
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
 }
 
 /// A trust bundle could not be read.
@@ -63,6 +81,68 @@ impl TrustBundle {
             trust_domain,
             roots,
             anchors,
+            verified_intermediates: Vec::new(),
+        })
+    }
+
+    /// Adds the intermediates that a root of this bundle signed directly and that may
+    /// sign certificates; others are ignored. Returns how many were added.
+    pub fn add_intermediates(&mut self, intermediates: &[CertificateDer<'_>]) -> usize {
+        let mut added = 0;
+        for der in intermediates {
+            let known =
+                self.verified_intermediate(der).is_some() || self.roots.iter().any(|r| r.as_ref() == der.as_ref());
+            if known || check_root(der).is_err() {
+                continue;
+            }
+            let Ok(cert) = crate::svid::parse_certificate(der) else {
+                continue;
+            };
+            if !self.issued_by_unconstrained_root(&cert) {
+                continue;
+            }
+            let der = CertificateDer::from(der.to_vec());
+            let Ok(anchor) = webpki::anchor_from_trusted_cert(&der).map(|a| a.to_owned()) else {
+                continue;
+            };
+            let validity = cert.validity();
+            self.verified_intermediates.push(VerifiedIntermediate {
+                anchor,
+                not_before: crate::svid::system_time(validity.not_before.timestamp()),
+                not_after: crate::svid::system_time(validity.not_after.timestamp()),
+                der,
+            });
+            added += 1;
+        }
+        added
+    }
+
+    /// The verified intermediate with exactly these bytes, if any.
+    pub(crate) fn verified_intermediate(&self, der: &[u8]) -> Option<&VerifiedIntermediate> {
+        self.verified_intermediates.iter().find(|v| v.der.as_ref() == der)
+    }
+
+    /// Whether a root of this bundle with no constraint that path validation would
+    /// apply below it (name constraints, a path length of 0) signed `cert`: only then
+    /// may `cert` stand in for that root.
+    fn issued_by_unconstrained_root(&self, cert: &X509Certificate<'_>) -> bool {
+        self.roots.iter().any(|root| {
+            crate::svid::parse_certificate(root).is_ok_and(|root| {
+                let unconstrained = matches!(root.name_constraints(), Ok(None))
+                    && matches!(root.basic_constraints(), Ok(Some(bc)) if bc.value.path_len_constraint != Some(0));
+                unconstrained
+                    && root.subject() == cert.issuer()
+                    && cert.verify_signature(Some(root.public_key())).is_ok()
+            })
+        })
+    }
+
+    /// Whether a root of this bundle signed `cert` (subject/issuer match and signature).
+    pub(crate) fn issued_by_root(&self, cert: &X509Certificate<'_>) -> bool {
+        self.roots.iter().any(|root| {
+            crate::svid::parse_certificate(root).is_ok_and(|root| {
+                root.subject() == cert.issuer() && cert.verify_signature(Some(root.public_key())).is_ok()
+            })
         })
     }
 
@@ -149,9 +229,9 @@ mod tests {
     #[test]
     fn a_bundle_holds_only_roots_that_may_sign_certificates() {
         let ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        assert!(bundle(vec![cert(ca.clone(), vec![KeyUsagePurpose::KeyCertSign])]).is_ok());
+        assert!(bundle(vec![cert(ca, vec![KeyUsagePurpose::KeyCertSign])]).is_ok());
         assert!(
-            bundle(vec![cert(ca.clone(), vec![])]).is_ok(),
+            bundle(vec![cert(ca, vec![])]).is_ok(),
             "no key usage extension: unrestricted"
         );
         let refused = [
@@ -163,7 +243,7 @@ mod tests {
             ("no cA", vec![cert(IsCa::NoCa, vec![])]),
             (
                 "a CA without keyCertSign",
-                vec![cert(ca.clone(), vec![KeyUsagePurpose::DigitalSignature])],
+                vec![cert(ca, vec![KeyUsagePurpose::DigitalSignature])],
             ),
             ("garbage", vec![CertificateDer::from(b"junk".to_vec())]),
         ];

@@ -166,6 +166,9 @@ pub async fn fetch_svid(
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     )
     .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    endpoint
+        .trust
+        .learn_intermediates(svid.chain().get(1..).unwrap_or_default());
     if svid.id() != id {
         return Err(ClientError::BadResponse(format!(
             "the CA issued `{}` instead of `{id}`",

@@ -90,6 +90,7 @@ impl CaState {
         let store = dir.store()?;
         let admin_hash = store.admin_token_hash()?.ok_or(ServeError::NoAdminCredential)?;
         let trust = Trust::new(signer.bundle().clone(), RevocationSet::default());
+        trust.learn_intermediates(signer.chain());
         let (lists, _) = watch::channel(Arc::new(Published {
             version: 0,
             signed: pb::SignedRevocationList::default(),

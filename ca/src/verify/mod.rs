@@ -10,6 +10,7 @@
 //!
 //! The SPIFFE ID comes from the URI SAN only, never from a DNS SAN or the subject.
 
+mod cache;
 mod tls;
 
 pub use tls::{svid_error, SvidClientVerifier, SvidServerVerifier, Trust};
@@ -140,13 +141,18 @@ pub fn verify_svid(
     let path_time = check_validity(not_before, not_after, now)?;
     check_path(leaf, intermediates, bundle, usage, path_time)?;
     let serial = Serial::from_be_bytes(cert.raw_serial());
-    if revocations.is_serial_revoked(&serial) {
-        return Err(SvidError::RevokedSerial { serial });
-    }
-    if revocations.is_id_revoked(&id) {
-        return Err(SvidError::RevokedId { id });
-    }
+    check_revocation(&id, &serial, revocations)?;
     Ok(VerifiedSvid { id, serial, not_after })
+}
+
+fn check_revocation(id: &SpiffeId, serial: &Serial, revocations: &RevocationSet) -> Result<(), SvidError> {
+    if revocations.is_serial_revoked(serial) {
+        return Err(SvidError::RevokedSerial { serial: serial.clone() });
+    }
+    if revocations.is_id_revoked(id) {
+        return Err(SvidError::RevokedId { id: id.clone() });
+    }
+    Ok(())
 }
 
 /// The SVID rules on the leaf alone; returns its SPIFFE ID.
@@ -216,15 +222,25 @@ fn check_path(
         Usage::Server => webpki::KeyUsage::server_auth(),
     };
     let algs = crate::tls::provider().signature_verification_algorithms.all;
+    // The common case: the one intermediate every mesh SVID carries, verified against
+    // the roots when the bundle was built. Only its validity window is left to check.
+    if let [only] = intermediates {
+        if let Some(shortcut) = bundle.verified_intermediate(only) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(time.as_secs());
+            if now < shortcut.not_before {
+                return Err(SvidError::NotYetValid);
+            }
+            if now > shortcut.not_after {
+                return Err(SvidError::Expired);
+            }
+            ee.verify_for_usage(algs, std::slice::from_ref(&shortcut.anchor), &[], time, eku, None, None)
+                .map_err(webpki_error)?;
+            return Ok(());
+        }
+    }
     let path = ee
         .verify_for_usage(algs, bundle.anchors(), intermediates, time, eku, None, None)
-        .map_err(|e| match e {
-            webpki::Error::CaUsedAsEndEntity => SvidError::LeafIsCa,
-            webpki::Error::CertExpired { .. } => SvidError::Expired,
-            webpki::Error::CertNotValidYet { .. } => SvidError::NotYetValid,
-            webpki::Error::UnsupportedCriticalExtension => SvidError::UnknownCriticalExtension,
-            other => SvidError::UntrustedChain(format!("{other:?}")),
-        })?;
+        .map_err(webpki_error)?;
     for intermediate in path.intermediate_certificates() {
         let der = intermediate.der();
         let cert = parse_certificate(der.as_ref())?;
@@ -234,6 +250,16 @@ fn check_path(
         }
     }
     Ok(())
+}
+
+fn webpki_error(e: webpki::Error) -> SvidError {
+    match e {
+        webpki::Error::CaUsedAsEndEntity => SvidError::LeafIsCa,
+        webpki::Error::CertExpired { .. } => SvidError::Expired,
+        webpki::Error::CertNotValidYet { .. } => SvidError::NotYetValid,
+        webpki::Error::UnsupportedCriticalExtension => SvidError::UnknownCriticalExtension,
+        other => SvidError::UntrustedChain(format!("{other:?}")),
+    }
 }
 
 /// The SPIFFE ID of a leaf that was already verified during the TLS handshake.

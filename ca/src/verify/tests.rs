@@ -3,6 +3,7 @@
 //! a real TLS 1.3 handshake built on them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose as Eku, IsCa, KeyUsagePurpose as Ku, SanType};
 use rustls::client::danger::ServerCertVerifier;
@@ -16,16 +17,26 @@ use crate::testing::{dns_san, id, no_revocations, now, now_plus, unchanged, uri_
 
 const BOTH: [Usage; 2] = [Usage::Client, Usage::Server];
 
-/// Verifies `leaf` as presented with `ca`'s intermediate, at [`now`], nothing revoked.
+/// Verifies `leaf` as presented with `ca`'s intermediate, at [`now`], nothing revoked,
+/// twice: validating the whole path from the root, and from the intermediate verified
+/// once into the bundle. Both must decide alike, so every table row below also holds
+/// for the shortcut the mesh takes on each handshake.
 fn verify(ca: &TestCa, leaf: &CertificateDer<'_>, usage: Usage) -> Result<VerifiedSvid, SvidError> {
-    verify_svid(
-        leaf,
-        std::slice::from_ref(&ca.intermediate),
-        ca.bundle(),
-        &no_revocations(),
-        usage,
-        now(),
-    )
+    let chain = std::slice::from_ref(&ca.intermediate);
+    let full = verify_svid(leaf, chain, ca.bundle(), &no_revocations(), usage, now());
+    let mut shortcut = ca.bundle().clone();
+    assert_eq!(
+        shortcut.add_intermediates(chain),
+        1,
+        "the CA's own intermediate is a shortcut"
+    );
+    let short = verify_svid(leaf, chain, &shortcut, &no_revocations(), usage, now());
+    assert_eq!(
+        full.as_ref().map_err(SvidError::reason),
+        short.as_ref().map_err(SvidError::reason),
+        "the shortcut decided differently from the full path: {full:?} vs {short:?}"
+    );
+    full
 }
 
 fn revoked(version: u64, targets: Vec<RevocationTarget>) -> RevocationSet {
@@ -326,6 +337,71 @@ mod chain_rules {
     }
 
     #[test]
+    fn only_intermediates_a_root_signed_become_shortcuts() {
+        let ca = TestCa::new(TD);
+        let other = TestCa::new(TD);
+        let mut bundle = ca.bundle().clone();
+        assert_eq!(
+            bundle.add_intermediates(std::slice::from_ref(&other.intermediate)),
+            0,
+            "another CA's"
+        );
+        assert_eq!(
+            bundle.add_intermediates(std::slice::from_ref(&ca.root)),
+            0,
+            "the root itself"
+        );
+        let (no_sign, _) = ca.intermediate_with(|p| p.key_usages = vec![Ku::DigitalSignature]);
+        assert_eq!(
+            bundle.add_intermediates(&[no_sign]),
+            0,
+            "one that may not sign certificates"
+        );
+        let (not_ca, _) = ca.intermediate_with(|p| p.is_ca = IsCa::ExplicitNoCa);
+        assert_eq!(bundle.add_intermediates(&[not_ca]), 0, "one that is not a CA");
+        assert_eq!(bundle.add_intermediates(std::slice::from_ref(&ca.intermediate)), 1);
+        assert_eq!(
+            bundle.add_intermediates(std::slice::from_ref(&ca.intermediate)),
+            0,
+            "added once"
+        );
+        // A leaf of the other CA, presented with its own intermediate, is still untrusted.
+        let leaf = other.mint(WORKLOAD);
+        let got = verify_svid(
+            &leaf.chain()[0],
+            &leaf.chain()[1..],
+            &bundle,
+            &no_revocations(),
+            Usage::Client,
+            now(),
+        );
+        assert_eq!(got.map_err(|e| e.reason()), Err("untrusted"));
+    }
+
+    #[test]
+    fn a_shortcut_intermediate_outside_its_validity_is_refused() {
+        let ca = TestCa::new(TD);
+        let (expired, issuer) = ca.intermediate_with(|p| {
+            p.not_before = now_plus(-7200);
+            p.not_after = now_plus(-120);
+        });
+        let leaf = ca.leaf_signed_by(&issuer, unchanged);
+        let mut bundle = ca.bundle().clone();
+        assert_eq!(bundle.add_intermediates(std::slice::from_ref(&expired)), 1);
+        for b in [ca.bundle(), &bundle] {
+            let got = verify_svid(
+                &leaf,
+                std::slice::from_ref(&expired),
+                b,
+                &no_revocations(),
+                Usage::Client,
+                now(),
+            );
+            assert_eq!(got.map_err(|e| e.reason()), Err("expired"));
+        }
+    }
+
+    #[test]
     fn a_chain_without_its_intermediate_is_untrusted() {
         let ca = TestCa::new(TD);
         let svid = ca.mint(WORKLOAD);
@@ -465,6 +541,63 @@ mod trust {
         assert!(trust.update_revocations(revoked(1, vec![RevocationTarget::SpiffeId(id(WORKLOAD))])));
         let got = trust.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now());
         assert_eq!(got.err(), Some(SvidError::RevokedId { id: id(WORKLOAD) }));
+    }
+
+    #[test]
+    fn a_chain_seen_before_is_answered_from_the_cache_with_the_same_answer() {
+        let ca = TestCa::new(TD);
+        let svid = ca.mint(WORKLOAD);
+        let (leaf, rest) = (&svid.chain()[0], &svid.chain()[1..]);
+        let trust = Trust::new(ca.bundle().clone(), no_revocations());
+        let cold = trust.verify(leaf, rest, Usage::Client, now()).unwrap();
+        assert_eq!(trust.verified.load().len(), 1);
+        assert_eq!(trust.verify(leaf, rest, Usage::Client, now()).unwrap(), cold);
+        assert_eq!(
+            trust.verify(leaf, rest, Usage::Server, now()).unwrap(),
+            cold,
+            "usage is part of the key"
+        );
+        assert_eq!(trust.verified.load().len(), 2);
+    }
+
+    #[test]
+    fn a_refused_chain_is_not_remembered() {
+        let ca = TestCa::new(TD);
+        let trust = Trust::new(ca.bundle().clone(), no_revocations());
+        let leaf = ca.leaf(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained));
+        for _ in 0..2 {
+            assert!(trust
+                .verify(&leaf, std::slice::from_ref(&ca.intermediate), Usage::Client, now())
+                .is_err());
+        }
+        assert_eq!(trust.verified.load().len(), 0);
+    }
+
+    #[test]
+    fn a_cached_chain_still_expires() {
+        let ca = TestCa::new(TD);
+        let svid = ca.mint(WORKLOAD);
+        let trust = Trust::new(ca.bundle().clone(), no_revocations());
+        trust
+            .verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now())
+            .unwrap();
+        let later = now() + Duration::from_secs(2 * 3600);
+        let got = trust.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, later);
+        assert_eq!(got.err(), Some(SvidError::Expired));
+    }
+
+    #[test]
+    fn a_root_rotated_out_of_the_bundle_takes_its_cached_chains_with_it() {
+        let (old, new) = (TestCa::new(TD), TestCa::new(TD));
+        let svid = old.mint(WORKLOAD);
+        let trust = Trust::new(old.bundle().clone(), no_revocations());
+        trust.learn_intermediates(&svid.chain()[1..]);
+        trust
+            .verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now())
+            .unwrap();
+        assert!(trust.set_bundle(new.bundle().clone()));
+        let got = trust.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now());
+        assert_eq!(got.map_err(|e| e.reason()), Err("untrusted"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::cache::{self, VerifiedCache};
 use super::{verify_svid, SvidError, Usage, VerifiedSvid};
 use crate::bundle::TrustBundle;
 use crate::revocation::RevocationSet;
@@ -24,12 +25,15 @@ use crate::spiffe_id::SpiffeId;
 pub struct Trust {
     bundle: ArcSwap<TrustBundle>,
     revocations: ArcSwap<RevocationSet>,
+    pub(super) verified: ArcSwap<VerifiedCache>,
 }
 
 impl Trust {
     pub fn new(bundle: TrustBundle, revocations: RevocationSet) -> Arc<Self> {
+        let bundle = Arc::new(bundle);
         Arc::new(Self {
-            bundle: ArcSwap::from_pointee(bundle),
+            verified: ArcSwap::from_pointee(VerifiedCache::empty(Arc::clone(&bundle))),
+            bundle: ArcSwap::new(bundle),
             revocations: ArcSwap::from_pointee(revocations),
         })
     }
@@ -51,6 +55,19 @@ impl Trust {
         true
     }
 
+    /// Adds the intermediates of a chain this peer received from its CA to the
+    /// bundle's verified shortcuts (see [`TrustBundle::add_intermediates`]).
+    pub fn learn_intermediates(&self, intermediates: &[CertificateDer<'_>]) {
+        let current = self.bundle.load();
+        if intermediates.iter().all(|i| current.verified_intermediate(i).is_some()) {
+            return;
+        }
+        let mut next = TrustBundle::clone(&current);
+        if next.add_intermediates(intermediates) > 0 {
+            self.bundle.store(Arc::new(next));
+        }
+    }
+
     /// Installs a newer revocation set; an older or equal version is ignored so a
     /// replayed list can never un-revoke anything. Returns whether it was installed.
     pub fn update_revocations(&self, set: RevocationSet) -> bool {
@@ -66,7 +83,9 @@ impl Trust {
         installed
     }
 
-    /// Verifies a chain against the current snapshot.
+    /// Verifies a chain against the current snapshot. A chain that passed before
+    /// under this bundle is answered from the cache (see `verify/cache.rs`), which
+    /// re-checks validity and revocation; any other goes through [`verify_svid`].
     pub fn verify(
         &self,
         leaf: &CertificateDer<'_>,
@@ -74,14 +93,20 @@ impl Trust {
         usage: Usage,
         now: SystemTime,
     ) -> Result<VerifiedSvid, SvidError> {
-        verify_svid(
-            leaf,
-            intermediates,
-            &self.bundle.load(),
-            &self.revocations.load(),
-            usage,
-            now,
-        )
+        let bundle = self.bundle.load_full();
+        let revocations = self.revocations.load();
+        let key = cache::key(usage, leaf, intermediates);
+        if let Some(answer) = self.verified.load().lookup(&bundle, &key, &revocations, now) {
+            return answer;
+        }
+        let verified = verify_svid(leaf, intermediates, &bundle, &revocations, usage, now)?;
+        self.verified.rcu(
+            |current| match current.with(&bundle, key, &verified, leaf, intermediates) {
+                Some(next) => Arc::new(next),
+                None => Arc::clone(current),
+            },
+        );
+        Ok(verified)
     }
 }
 
