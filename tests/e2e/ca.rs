@@ -431,3 +431,140 @@ fn cli_errors_are_clear_and_exit_codes_stable() {
     fails(&["ca", "revoke", "--serial", "zz", "--dir", ca.path(), "--offline"], 2);
     fails(&["ca", "revoke", "--dir", ca.path()], 2);
 }
+
+/// An operator's own root signs the intermediate (Istio's plug-in CA); its key is
+/// used once and not copied into the CA directory.
+#[test]
+fn a_plugged_in_root_anchors_the_mesh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Corp root");
+    let root = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (tmp.path().join("corp-root.pem"), tmp.path().join("corp-root.key"));
+    std::fs::write(&cert_path, root.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let dir = tmp.path().join("ca");
+    ok(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        "corp.test",
+        "--dir",
+        s(&dir),
+        "--root-cert",
+        s(&cert_path),
+        "--root-key",
+        s(&key_path),
+    ]);
+    assert!(
+        !dir.join("root.key").exists(),
+        "a plugged-in root's key stays with its owner"
+    );
+    let bundle = palisade_ca::bundle::certs_from_pem(&std::fs::read(dir.join("bundle.pem")).unwrap()).unwrap();
+    assert_eq!(bundle, vec![root.der().clone()], "the bundle is the plugged-in root");
+
+    let out = dir.join("web");
+    ok(&[
+        "ca",
+        "issue",
+        "--spiffe-id",
+        "spiffe://corp.test/ns/shop/sa/web",
+        "--out",
+        s(&out),
+        "--dir",
+        s(&dir),
+    ]);
+    ok(&["ca", "inspect", s(&out.join("chain.pem")), "--dir", s(&dir)]);
+
+    // A root that is not a CA is refused, and nothing is written.
+    let leafish = rcgen::CertificateParams::new(vec!["x.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&cert_path, leafish.pem()).unwrap();
+    let other = tmp.path().join("other");
+    let err = fails(
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "corp.test",
+            "--dir",
+            s(&other),
+            "--root-cert",
+            s(&cert_path),
+            "--root-key",
+            s(&key_path),
+        ],
+        1,
+    );
+    assert!(err.contains("not a CA"), "{err}");
+    assert!(!other.join("intermediate.key").exists());
+}
+
+/// The CRL works with standard tools: `openssl verify -crl_check` accepts a leaf
+/// before its serial is revoked and refuses it after.
+#[test]
+fn openssl_checks_the_crl() {
+    if !has_openssl() {
+        return;
+    }
+    let ca = CaDirFixture::init("e2e.test");
+    let out = ca.dir.join("web");
+    let issued = ok(&[
+        "ca",
+        "issue",
+        "--spiffe-id",
+        "spiffe://e2e.test/ns/shop/sa/web",
+        "--out",
+        s(&out),
+        "--dir",
+        ca.path(),
+    ]);
+    let serial = issued
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("serial:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let cafile = ca.dir.join("cafile.pem");
+    let pems = [
+        std::fs::read(ca.file("bundle.pem")).unwrap(),
+        std::fs::read(ca.file("intermediate.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&cafile, pems).unwrap();
+    let crl = ca.dir.join("crl.pem");
+    let openssl_verify = || {
+        Command::new("openssl")
+            .args([
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                s(&crl),
+                "-CAfile",
+                s(&cafile),
+                s(&out.join("leaf.pem")),
+            ])
+            .output()
+            .unwrap()
+    };
+
+    ok(&["ca", "crl", "--out", s(&crl), "--dir", ca.path()]);
+    let before = openssl_verify();
+    assert!(before.status.success(), "not revoked yet: {before:?}");
+
+    ok(&["ca", "revoke", "--serial", &serial, "--offline", "--dir", ca.path()]);
+    ok(&["ca", "crl", "--out", s(&crl), "--dir", ca.path()]);
+    let after = openssl_verify();
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stdout).contains("revoked")
+            || String::from_utf8_lossy(&after.stderr).contains("revoked"),
+        "{after:?}"
+    );
+}
