@@ -30,4 +30,15 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+# cargo's last line is the last crate's (often empty) doc-test run; end with the total.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+grep -E '^test result:' "$log" \
+    | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' \
+    | awk '{ p += $1; f += $2 } END { printf "total: %d passed, %d failed\n", p, f }'
+exit "$status"
