@@ -32,6 +32,7 @@ pub struct TrustBundle {
 #[derive(Clone, Debug)]
 pub struct VerifiedIntermediate {
     pub(crate) der: CertificateDer<'static>,
+    pub(crate) serial: crate::serial::Serial,
     pub(crate) anchor: TrustAnchor<'static>,
     pub(crate) not_before: SystemTime,
     pub(crate) not_after: SystemTime,
@@ -98,7 +99,14 @@ impl TrustBundle {
             let Ok(cert) = crate::svid::parse_certificate(der) else {
                 continue;
             };
-            if !self.issued_by_unconstrained_root(&cert) {
+            // Path validation checks an intermediate's extended key usage; from a
+            // shortcut it cannot, so only intermediates that restrict nothing qualify.
+            let eku_ok = match cert.extended_key_usage() {
+                Ok(None) => true,
+                Ok(Some(e)) => e.value.server_auth && e.value.client_auth,
+                Err(_) => false,
+            };
+            if !eku_ok || !self.issued_by_unconstrained_root(&cert) {
                 continue;
             }
             let der = CertificateDer::from(der.to_vec());
@@ -107,6 +115,7 @@ impl TrustBundle {
             };
             let validity = cert.validity();
             self.verified_intermediates.push(VerifiedIntermediate {
+                serial: crate::serial::Serial::from_be_bytes(cert.raw_serial()),
                 anchor,
                 not_before: crate::svid::system_time(validity.not_before.timestamp()),
                 not_after: crate::svid::system_time(validity.not_after.timestamp()),
@@ -115,6 +124,11 @@ impl TrustBundle {
             added += 1;
         }
         added
+    }
+
+    /// The intermediates verified into this bundle.
+    pub fn verified_intermediates(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.verified_intermediates.iter().map(|v| &v.der)
     }
 
     /// The verified intermediate with exactly these bytes, if any.
@@ -130,22 +144,16 @@ impl TrustBundle {
             crate::svid::parse_certificate(root).is_ok_and(|root| {
                 let unconstrained = matches!(root.name_constraints(), Ok(None))
                     && matches!(root.basic_constraints(), Ok(Some(bc)) if bc.value.path_len_constraint != Some(0));
-                unconstrained
-                    && root.subject() == cert.issuer()
-                    && cert.verify_signature(Some(root.public_key())).is_ok()
+                unconstrained && signed_by(cert, &root)
             })
         })
     }
-
     /// Whether a root of this bundle signed `cert` (subject/issuer match and signature).
     pub(crate) fn issued_by_root(&self, cert: &X509Certificate<'_>) -> bool {
-        self.roots.iter().any(|root| {
-            crate::svid::parse_certificate(root).is_ok_and(|root| {
-                root.subject() == cert.issuer() && cert.verify_signature(Some(root.public_key())).is_ok()
-            })
-        })
+        self.roots
+            .iter()
+            .any(|root| crate::svid::parse_certificate(root).is_ok_and(|root| signed_by(cert, &root)))
     }
-
     /// Reads a PEM bundle (one or more `CERTIFICATE` blocks).
     pub fn from_pem(trust_domain: TrustDomain, pem: &[u8]) -> Result<Self, BundleError> {
         Self::new(trust_domain, certs_from_pem(pem).map_err(BundleError::Pem)?)
@@ -176,6 +184,35 @@ impl TrustBundle {
     pub fn to_pem(&self) -> String {
         certs_to_pem(&self.roots)
     }
+}
+
+/// Whether `issuer` signed `cert` with an algorithm the TLS stack also accepts
+/// (x509-parser alone would take SHA-1 and short RSA keys).
+fn signed_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    use x509_parser::oid_registry::{
+        OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+        OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    };
+    let alg = &cert.signature_algorithm.algorithm;
+    let strong_alg = [
+        OID_SIG_ECDSA_WITH_SHA256,
+        OID_SIG_ECDSA_WITH_SHA384,
+        OID_SIG_ED25519,
+        OID_PKCS1_SHA256WITHRSA,
+        OID_PKCS1_SHA384WITHRSA,
+        OID_PKCS1_SHA512WITHRSA,
+        OID_PKCS1_RSASSAPSS,
+    ]
+    .contains(alg);
+    let strong_key = match issuer.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size() >= 2048,
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    strong_alg
+        && strong_key
+        && issuer.subject() == cert.issuer()
+        && cert.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 /// A root must be a CA allowed to sign certificates (webpki does not look at a trust

@@ -64,6 +64,8 @@ pub struct IssuanceRecord {
     pub not_before_unix: i64,
     pub not_after_unix: i64,
     pub issued_at_unix: i64,
+    /// For a renewal, the serial of the certificate that authenticated it.
+    pub renewed_from: Option<Serial>,
 }
 
 /// Handle to the state file.
@@ -94,9 +96,11 @@ CREATE TABLE IF NOT EXISTS issued (
     kind TEXT NOT NULL,
     not_before INTEGER NOT NULL,
     not_after INTEGER NOT NULL,
-    issued_at INTEGER NOT NULL
+    issued_at INTEGER NOT NULL,
+    renewed_from TEXT
 );
 CREATE INDEX IF NOT EXISTS issued_by_id ON issued (spiffe_id, not_after);
+CREATE INDEX IF NOT EXISTS issued_by_parent ON issued (renewed_from);
 ";
 
 const REVOCATION_VERSION: &str = "revocation_version";
@@ -201,21 +205,19 @@ impl Store {
         self.with(|c| {
             let row = c
                 .query_row(
-                    "SELECT serial, spiffe_id, kind, not_before, not_after, issued_at FROM issued WHERE serial = ?1",
+                    "SELECT serial, spiffe_id, kind, not_before, not_after, issued_at, renewed_from
+                     FROM issued WHERE serial = ?1",
                     [serial.to_string()],
                     |r| {
                         Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
+                            (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
+                            (r.get(3)?, r.get(4)?, r.get(5)?),
+                            r.get::<_, Option<String>>(6)?,
                         ))
                     },
                 )
                 .optional()?;
-            row.map(|(s, id, kind, nb, na, at)| {
+            row.map(|((s, id, kind), (nb, na, at), parent)| {
                 Ok(IssuanceRecord {
                     serial: s
                         .parse()
@@ -229,6 +231,7 @@ impl Store {
                     not_before_unix: nb,
                     not_after_unix: na,
                     issued_at_unix: at,
+                    renewed_from: parent.map(|p| parse_serial(&p)).transpose()?,
                 })
             })
             .transpose()
@@ -254,13 +257,45 @@ impl Store {
         let (kind, value) = target_columns(target);
         self.with(|c| {
             let tx = c.transaction()?;
-            let n = tx.execute(
+            let mut n = tx.execute(
                 "INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 params![kind, value, reason, now],
             )?;
-            let version = bump_version(&tx, n == 1)?;
+            if let RevocationTarget::Serial(serial) = target {
+                // A certificate renewed from a revoked one goes with it: otherwise a
+                // stolen key could renew itself out of reach of `revoke --serial`.
+                let why = format!("renewed from revoked serial {serial}");
+                n += tx.execute(
+                    "WITH RECURSIVE d(serial) AS (
+                         SELECT serial FROM issued WHERE renewed_from = ?1
+                         UNION SELECT i.serial FROM issued i JOIN d ON i.renewed_from = d.serial)
+                     INSERT INTO revocations (kind, value, reason, revoked_at)
+                         SELECT 'serial', serial, ?2, ?3 FROM d WHERE true ON CONFLICT DO NOTHING",
+                    params![value, why, now],
+                )?;
+            }
+            let version = bump_version(&tx, n >= 1)?;
             tx.commit()?;
-            Ok((version, n == 1))
+            Ok((version, n >= 1))
+        })
+    }
+
+    /// The nearest revoked serial among the certificates `serial` was renewed from.
+    pub fn revoked_ancestor(&self, serial: &Serial) -> Result<Option<Serial>, StoreError> {
+        self.with(|c| {
+            let found: Option<String> = c
+                .query_row(
+                    "WITH RECURSIVE a(serial, depth) AS (
+                         SELECT renewed_from, 1 FROM issued WHERE serial = ?1 AND renewed_from IS NOT NULL
+                         UNION SELECT i.renewed_from, a.depth + 1 FROM issued i JOIN a ON i.serial = a.serial
+                             WHERE i.renewed_from IS NOT NULL)
+                     SELECT a.serial FROM a JOIN revocations r ON r.kind = 'serial' AND r.value = a.serial
+                     ORDER BY a.depth LIMIT 1",
+                    [serial.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            found.map(|s| parse_serial(&s)).transpose()
         })
     }
 
@@ -317,8 +352,17 @@ impl Store {
 
 fn insert_issued(c: &Connection, r: &IssuanceRecord) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO issued (serial, spiffe_id, kind, not_before, not_after, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![r.serial.to_string(), r.id.as_str(), r.kind.as_str(), r.not_before_unix, r.not_after_unix, r.issued_at_unix],
+        "INSERT INTO issued (serial, spiffe_id, kind, not_before, not_after, issued_at, renewed_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            r.serial.to_string(),
+            r.id.as_str(),
+            r.kind.as_str(),
+            r.not_before_unix,
+            r.not_after_unix,
+            r.issued_at_unix,
+            r.renewed_from.as_ref().map(ToString::to_string)
+        ],
     )?;
     Ok(())
 }
@@ -358,6 +402,11 @@ fn target_columns(t: &RevocationTarget) -> (&'static str, String) {
     }
 }
 
+fn parse_serial(s: &str) -> Result<Serial, StoreError> {
+    s.parse()
+        .map_err(|e: crate::serial::SerialError| StoreError::Corrupt(e.to_string()))
+}
+
 fn parse_id(s: &str) -> Result<SpiffeId, StoreError> {
     SpiffeId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -383,7 +432,52 @@ mod tests {
             not_before_unix: 0,
             not_after_unix: not_after,
             issued_at_unix: 0,
+            renewed_from: None,
         }
+    }
+
+    #[test]
+    fn revoking_a_serial_revokes_what_was_renewed_from_it_and_renewal_checks_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let child = |serial: &str, parent: &str| IssuanceRecord {
+            renewed_from: Some(parent.parse().unwrap()),
+            kind: IssuanceKind::Renewed,
+            ..record(serial, "spiffe://td/ns/a/sa/web", 999)
+        };
+        store
+            .record_issued(&record("01", "spiffe://td/ns/a/sa/web", 999))
+            .unwrap();
+        store.record_issued(&child("02", "01")).unwrap(); // the thief's renewal
+        store.record_issued(&child("03", "02")).unwrap();
+        store.record_issued(&child("04", "01")).unwrap(); // the workload's own renewal
+        store
+            .record_issued(&record("05", "spiffe://td/ns/a/sa/web", 999))
+            .unwrap(); // a fresh bootstrap
+        assert_eq!(store.revoked_ancestor(&"03".parse().unwrap()).unwrap(), None);
+        let (_, changed) = store
+            .revoke(&RevocationTarget::Serial("01".parse().unwrap()), "keyCompromise", 9)
+            .unwrap();
+        assert!(changed);
+        let (_, entries) = store.revocations().unwrap();
+        let mut revoked: Vec<String> = entries
+            .iter()
+            .map(|e| match &e.target {
+                RevocationTarget::Serial(s) => s.to_string(),
+                RevocationTarget::SpiffeId(id) => id.to_string(),
+            })
+            .collect();
+        revoked.sort();
+        assert_eq!(
+            revoked,
+            ["01", "02", "03", "04"],
+            "the whole lineage, not the fresh bootstrap"
+        );
+        assert_eq!(
+            store.revoked_ancestor(&"03".parse().unwrap()).unwrap(),
+            Some("02".parse().unwrap())
+        );
+        assert_eq!(store.revoked_ancestor(&"05".parse().unwrap()).unwrap(), None);
     }
 
     #[test]

@@ -568,3 +568,41 @@ fn openssl_checks_the_crl() {
         "{after:?}"
     );
 }
+
+/// A stolen key cannot renew itself out of reach: revoking a serial revokes every
+/// certificate renewed from it, and a renewal from that lineage is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_serial_reaches_what_was_renewed_from_it() {
+    let ca = CaDirFixture::init("e2e.test");
+    let server = ca.serve();
+    let endpoint = ca.endpoint(&server);
+    let web = ca.id("shop", "web");
+    let stolen = fetch_svid(&endpoint, &web, &Credential::JoinToken(ca.token(&web)), None)
+        .await
+        .unwrap();
+    let stolen = Arc::new(stolen);
+    let renewed = Arc::new(
+        fetch_svid(&endpoint, &web, &Credential::Svid(Arc::clone(&stolen)), None)
+            .await
+            .unwrap(),
+    );
+    assert_ne!(renewed.serial(), stolen.serial());
+
+    ok(&[
+        "ca",
+        "revoke",
+        "--serial",
+        &stolen.serial().to_string(),
+        "--reason",
+        "keyCompromise",
+        "--dir",
+        ca.path(),
+    ]);
+    let listed = ok(&["ca", "revocations", "list", "--dir", ca.path(), "-o", "json"]);
+    assert!(
+        listed.contains(&format!("\"{}\"", renewed.serial())),
+        "the renewal is revoked too: {listed}"
+    );
+    let again = fetch_svid(&endpoint, &web, &Credential::Svid(renewed), None).await;
+    assert!(again.is_err(), "no renewal from a revoked lineage: {again:?}");
+}

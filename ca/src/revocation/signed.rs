@@ -55,6 +55,14 @@ pub enum ListError {
     WrongTrustDomain { got: String, expected: String },
 }
 
+/// What a list signature covers before the list itself, so a signature made by the
+/// intermediate for a list can never be taken for one over a certificate, or back.
+pub const SIGNATURE_CONTEXT: &[u8] = b"palisade revocation list v1\0";
+
+fn signed_message(list: &[u8]) -> Vec<u8> {
+    [SIGNATURE_CONTEXT, list].concat()
+}
+
 /// Encodes and signs a list with the CA's intermediate.
 pub fn sign_list(
     signer: &CaSigner,
@@ -69,7 +77,7 @@ pub fn sign_list(
         entries: entries.iter().map(entry_to_proto).collect(),
     }
     .encode_to_vec();
-    let signature = signer.sign(&list)?;
+    let signature = signer.sign(&signed_message(&list))?;
     Ok(pb::SignedRevocationList {
         list,
         signature,
@@ -102,7 +110,7 @@ pub fn verify_list(
         &ring::signature::ECDSA_P256_SHA256_ASN1,
         signer.public_key().subject_public_key.data.as_ref(),
     );
-    key.verify(&signed.list, &signed.signature)
+    key.verify(&signed_message(&signed.list), &signed.signature)
         .map_err(|_| ListError::BadSignature)?;
     let list = pb::RevocationList::decode(signed.list.as_slice()).map_err(|e| ListError::Malformed(e.to_string()))?;
     if list.trust_domain != bundle.trust_domain().as_str() {

@@ -80,6 +80,19 @@ mod signed_list {
         assert!(set.is_serial_revoked(&serial("5a0c")) && set.is_id_revoked(&id(WORKLOAD)));
     }
 
+    #[test]
+    fn a_signature_over_the_bare_list_is_refused() {
+        // The signature covers a context string first, so the intermediate's signature
+        // over anything else (a certificate body, say) never passes for a list.
+        let ca = TestCa::new(TD);
+        let mut list = signed(&ca);
+        list.signature = ca.signer.sign(&list.list).unwrap();
+        assert_eq!(
+            verify_list(&list, ca.bundle(), now()).err(),
+            Some(ListError::BadSignature)
+        );
+    }
+
     /// Each row changes a list in transit; the peer keeps the list it had.
     #[test]
     fn a_list_changed_in_transit_is_refused() {
@@ -203,7 +216,10 @@ mod signed_list {
                 entries: vec![signed_entry(), bad],
             }
             .encode_to_vec();
-            let signature = ca.signer.sign(&list).unwrap();
+            let signature = ca
+                .signer
+                .sign(&[super::signed::SIGNATURE_CONTEXT, &list].concat())
+                .unwrap();
             let signed = pb::SignedRevocationList {
                 list,
                 signature,

@@ -31,7 +31,7 @@ impl Api {
 /// Who the caller is allowed to be, and how that was established.
 enum Attested {
     Token { id: SpiffeId, hash: [u8; 32] },
-    Renewal { id: SpiffeId },
+    Renewal { id: SpiffeId, from: crate::serial::Serial },
 }
 
 #[tonic::async_trait]
@@ -81,7 +81,7 @@ fn sign(
 ) -> Result<pb::SignResponse, Status> {
     let now = SystemTime::now();
     let attested = attest(state, peer, &req.join_token, now)?;
-    let (Attested::Token { id, .. } | Attested::Renewal { id }) = &attested;
+    let (Attested::Token { id, .. } | Attested::Renewal { id, .. }) = &attested;
     if state.trust.revocations().is_id_revoked(id) {
         return Err(Status::permission_denied(format!(
             "`{id}` is revoked; the CA issues to it again only after `palisade ca unrevoke --spiffe-id {id}`"
@@ -101,6 +101,10 @@ fn sign(
         not_before_unix: unix_seconds(issued.not_before),
         not_after_unix: unix_seconds(issued.not_after),
         issued_at_unix: unix_seconds(now),
+        renewed_from: match &attested {
+            Attested::Token { .. } => None,
+            Attested::Renewal { from, .. } => Some(from.clone()),
+        },
     };
     match &attested {
         Attested::Token { hash, .. } => {
@@ -112,7 +116,20 @@ fn sign(
                 return Err(token_refused());
             }
         }
-        Attested::Renewal { .. } => state.store.record_issued(&record).map_err(store_status)?,
+        Attested::Renewal { from, .. } => {
+            state.store.record_issued(&record).map_err(store_status)?;
+            // A revocation that raced this renewal must not miss the new certificate.
+            if let Some(ancestor) = state.store.revoked_ancestor(&issued.serial).map_err(store_status)? {
+                let target = crate::revocation::RevocationTarget::Serial(issued.serial.clone());
+                let why = format!("renewed from revoked serial {ancestor}");
+                state
+                    .store
+                    .revoke(&target, &why, unix_seconds(now))
+                    .map_err(store_status)?;
+                let _ = state.publish();
+                return Err(lineage_revoked(from, &ancestor));
+            }
+        }
     }
     tracing::info!(id = %issued.id, serial = %issued.serial, kind = ?record.kind, "SVID signed");
     Ok(pb::SignResponse {
@@ -141,7 +158,10 @@ fn attest(state: &CaState, peer: Option<PeerSvid>, join_token: &str, now: System
                     peer.serial
                 )));
             }
-            Ok(Attested::Renewal { id: peer.id })
+            if let Some(ancestor) = state.store.revoked_ancestor(&peer.serial).map_err(store_status)? {
+                return Err(lineage_revoked(&peer.serial, &ancestor));
+            }
+            Ok(Attested::Renewal { id: peer.id, from: peer.serial })
         }
         (None, false) => {
             let hash = hash_secret(join_token);
@@ -157,6 +177,12 @@ fn attest(state: &CaState, peer: Option<PeerSvid>, join_token: &str, now: System
             "no credential: present the current SVID as the TLS client certificate to renew, or a join token from `palisade ca token create`",
         )),
     }
+}
+
+fn lineage_revoked(serial: &crate::serial::Serial, ancestor: &crate::serial::Serial) -> Status {
+    Status::permission_denied(format!(
+        "the client SVID (serial {serial}) was renewed from revoked serial {ancestor}; renewal refused, bootstrap again with a new join token"
+    ))
 }
 
 fn token_refused() -> Status {

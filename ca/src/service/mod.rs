@@ -139,6 +139,7 @@ impl CaState {
             not_before_unix: unix_seconds(svid.not_before()),
             not_after_unix: unix_seconds(svid.not_after()),
             issued_at_unix: unix_seconds(now),
+            renewed_from: None,
         })?;
         Ok(svid)
     }

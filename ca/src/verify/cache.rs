@@ -8,7 +8,9 @@
 //! windows) and revocation. The cache belongs to one bundle snapshot: a new bundle
 //! starts an empty cache, so a root that left the bundle takes its chains with it.
 //! It is read without a lock and replaced whole (copy on write) on the rare insert;
-//! it never holds more than [`MAX_ENTRIES`].
+//! it never holds more than [`MAX_ENTRIES`]. Only chains of at most one intermediate
+//! (what the CA issues) are remembered, so a peer padding its chain with extra
+//! certificates gets a full verification each time and cannot churn the cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::SystemTime;
 
 use rustls_pki_types::CertificateDer;
 
-use super::{check_revocation, check_validity, SvidError, Usage, VerifiedSvid};
+use super::{check_issuer_revocation, check_revocation, check_validity, SvidError, Usage, VerifiedSvid};
 use crate::bundle::TrustBundle;
 use crate::revocation::RevocationSet;
 use crate::svid::{parse_certificate, system_time};
@@ -38,6 +40,8 @@ struct Cached {
     /// The window in which every certificate of the presented chain is valid.
     chain_not_before: SystemTime,
     chain_not_after: SystemTime,
+    /// Serials of the presented intermediates, checked against revocations on a hit.
+    issuer_serials: Vec<crate::serial::Serial>,
 }
 
 impl VerifiedCache {
@@ -93,26 +97,31 @@ impl VerifiedCache {
 
 impl Cached {
     fn new(svid: &VerifiedSvid, leaf: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Option<Self> {
-        let window = |der: &CertificateDer<'_>| {
+        let facts = |der: &CertificateDer<'_>| {
             let cert = parse_certificate(der).ok()?;
             let v = cert.validity();
+            let serial = crate::serial::Serial::from_be_bytes(cert.raw_serial());
             Some((
                 system_time(v.not_before.timestamp()),
                 system_time(v.not_after.timestamp()),
+                serial,
             ))
         };
-        let (leaf_not_before, leaf_not_after) = window(leaf)?;
+        let (leaf_not_before, leaf_not_after, _) = facts(leaf)?;
         let (mut chain_not_before, mut chain_not_after) = (leaf_not_before, leaf_not_after);
+        let mut issuer_serials = Vec::with_capacity(intermediates.len());
         for i in intermediates {
-            let (nb, na) = window(i)?;
+            let (nb, na, serial) = facts(i)?;
             chain_not_before = chain_not_before.max(nb);
             chain_not_after = chain_not_after.min(na);
+            issuer_serials.push(serial);
         }
         Some(Self {
             svid: svid.clone(),
             leaf_not_before,
             chain_not_before,
             chain_not_after,
+            issuer_serials,
         })
     }
 
@@ -127,6 +136,9 @@ impl Cached {
             return Err(SvidError::Expired);
         }
         check_revocation(&self.svid.id, &self.svid.serial, revocations)?;
+        for serial in &self.issuer_serials {
+            check_issuer_revocation(serial, revocations)?;
+        }
         Ok(self.svid.clone())
     }
 }

@@ -83,6 +83,8 @@ pub enum SvidError {
     BadIntermediate,
     #[error("the peer certificate (serial {serial}) is revoked")]
     RevokedSerial { serial: Serial },
+    #[error("the peer's chain holds a revoked CA certificate (serial {serial})")]
+    RevokedIssuer { serial: Serial },
     #[error("the peer's SPIFFE ID `{id}` is revoked")]
     RevokedId { id: SpiffeId },
     #[error("the peer's SPIFFE ID `{id}` is not one expected here ({expected})")]
@@ -105,7 +107,7 @@ impl SvidError {
             Self::NotYetValid => "not_yet_valid",
             Self::Expired => "expired",
             Self::UntrustedChain(_) | Self::BadIntermediate => "untrusted",
-            Self::RevokedSerial { .. } | Self::RevokedId { .. } => "revoked",
+            Self::RevokedSerial { .. } | Self::RevokedId { .. } | Self::RevokedIssuer { .. } => "revoked",
             Self::UnexpectedId { .. } => "unexpected_identity",
         }
     }
@@ -139,7 +141,7 @@ pub fn verify_svid(
     let not_before = system_time(validity.not_before.timestamp());
     let not_after = system_time(validity.not_after.timestamp());
     let path_time = check_validity(not_before, not_after, now)?;
-    check_path(leaf, intermediates, bundle, usage, path_time)?;
+    check_path(leaf, intermediates, bundle, revocations, usage, path_time)?;
     let serial = Serial::from_be_bytes(cert.raw_serial());
     check_revocation(&id, &serial, revocations)?;
     Ok(VerifiedSvid { id, serial, not_after })
@@ -213,6 +215,7 @@ fn check_path(
     leaf: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     bundle: &TrustBundle,
+    revocations: &RevocationSet,
     usage: Usage,
     time: UnixTime,
 ) -> Result<(), SvidError> {
@@ -235,7 +238,7 @@ fn check_path(
             }
             ee.verify_for_usage(algs, std::slice::from_ref(&shortcut.anchor), &[], time, eku, None, None)
                 .map_err(webpki_error)?;
-            return Ok(());
+            return check_issuer_revocation(&shortcut.serial, revocations);
         }
     }
     let path = ee
@@ -248,6 +251,15 @@ fn check_path(
         if !cert.is_ca() || ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
             return Err(SvidError::BadIntermediate);
         }
+        check_issuer_revocation(&Serial::from_be_bytes(cert.raw_serial()), revocations)?;
+    }
+    Ok(())
+}
+
+/// A CA certificate in the path whose serial is revoked voids the chain.
+pub(crate) fn check_issuer_revocation(serial: &Serial, revocations: &RevocationSet) -> Result<(), SvidError> {
+    if revocations.is_serial_revoked(serial) {
+        return Err(SvidError::RevokedIssuer { serial: serial.clone() });
     }
     Ok(())
 }

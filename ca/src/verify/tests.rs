@@ -12,8 +12,11 @@ use rustls::CertificateError;
 use rustls_pki_types::ServerName;
 
 use super::*;
+use crate::bundle::TrustBundle;
 use crate::revocation::{RevocationEntry, RevocationTarget};
-use crate::testing::{dns_san, id, no_revocations, now, now_plus, unchanged, uri_san, TestCa, Tweak, TD, WORKLOAD};
+use crate::testing::{
+    dns_san, id, no_revocations, now, now_plus, trust_domain, unchanged, uri_san, TestCa, Tweak, TD, WORKLOAD,
+};
 
 const BOTH: [Usage; 2] = [Usage::Client, Usage::Server];
 
@@ -359,6 +362,12 @@ mod chain_rules {
         );
         let (not_ca, _) = ca.intermediate_with(|p| p.is_ca = IsCa::ExplicitNoCa);
         assert_eq!(bundle.add_intermediates(&[not_ca]), 0, "one that is not a CA");
+        let (server_only, _) = ca.intermediate_with(|p| p.extended_key_usages = vec![Eku::ServerAuth]);
+        assert_eq!(
+            bundle.add_intermediates(&[server_only]),
+            0,
+            "one that restricts extended key usage"
+        );
         assert_eq!(bundle.add_intermediates(std::slice::from_ref(&ca.intermediate)), 1);
         assert_eq!(
             bundle.add_intermediates(std::slice::from_ref(&ca.intermediate)),
@@ -598,6 +607,69 @@ mod trust {
         assert!(trust.set_bundle(new.bundle().clone()));
         let got = trust.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now());
         assert_eq!(got.map_err(|e| e.reason()), Err("untrusted"));
+    }
+
+    #[test]
+    fn a_revoked_intermediate_voids_every_chain_under_it_on_every_path() {
+        let ca = TestCa::new(TD);
+        let svid = ca.mint(WORKLOAD);
+        let intermediate_serial = crate::svid::SvidFacts::parse(&ca.intermediate).unwrap().serial;
+        let trust = Trust::new(ca.bundle().clone(), no_revocations());
+        trust.learn_intermediates(&svid.chain()[1..]);
+        trust
+            .verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now())
+            .unwrap();
+        assert!(trust.update_revocations(revoked(1, vec![RevocationTarget::Serial(intermediate_serial.clone())])));
+        let want = Err(SvidError::RevokedIssuer {
+            serial: intermediate_serial,
+        });
+        assert_eq!(
+            trust.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now()),
+            want,
+            "cached"
+        );
+        let fresh = Trust::new(ca.bundle().clone(), trust.revocations().as_ref().clone());
+        assert_eq!(
+            fresh.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now()),
+            want,
+            "full path"
+        );
+        fresh.learn_intermediates(&svid.chain()[1..]);
+        assert_eq!(
+            fresh.verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now()),
+            want,
+            "shortcut"
+        );
+    }
+
+    #[test]
+    fn a_chain_padded_with_extra_certificates_is_verified_but_not_remembered() {
+        let ca = TestCa::new(TD);
+        let svid = ca.mint(WORKLOAD);
+        let trust = Trust::new(ca.bundle().clone(), no_revocations());
+        let padded = [svid.chain()[1].clone(), ca.root.clone()];
+        trust.verify(&svid.chain()[0], &padded, Usage::Client, now()).unwrap();
+        assert_eq!(trust.verified.load().len(), 0);
+    }
+
+    #[test]
+    fn learning_intermediates_never_undoes_a_bundle_swap() {
+        let (old, new) = (TestCa::new(TD), TestCa::new(TD));
+        let svid = old.mint(WORKLOAD);
+        let trust = Trust::new(old.bundle().clone(), no_revocations());
+        trust.learn_intermediates(&svid.chain()[1..]);
+        assert!(trust.set_bundle(new.bundle().clone()));
+        trust.learn_intermediates(&svid.chain()[1..]);
+        assert_eq!(trust.bundle().roots(), new.bundle().roots(), "the new roots stay");
+        assert!(trust
+            .verify(&svid.chain()[0], &svid.chain()[1..], Usage::Client, now())
+            .is_err());
+        // An intermediate that a root of the new bundle also signed would carry over.
+        let both = TrustBundle::new(trust_domain(TD), vec![old.root.clone(), new.root.clone()]).unwrap();
+        let trust = Trust::new(old.bundle().clone(), no_revocations());
+        trust.learn_intermediates(&svid.chain()[1..]);
+        assert!(trust.set_bundle(both));
+        assert_eq!(trust.bundle().verified_intermediates().count(), 1);
     }
 
     #[test]

@@ -46,26 +46,34 @@ impl Trust {
         self.revocations.load_full()
     }
 
-    /// Replaces the bundle (root rotation). The trust domain must stay the same.
+    /// Replaces the bundle (root rotation). The trust domain must stay the same. The
+    /// verified intermediates that a root of the new bundle still signed carry over.
     pub fn set_bundle(&self, bundle: TrustBundle) -> bool {
         if bundle.trust_domain() != self.bundle.load().trust_domain() {
             return false;
         }
+        let mut bundle = bundle;
+        let known: Vec<CertificateDer<'static>> = self.bundle.load().verified_intermediates().cloned().collect();
+        bundle.add_intermediates(&known);
         self.bundle.store(Arc::new(bundle));
         true
     }
 
     /// Adds the intermediates of a chain this peer received from its CA to the
-    /// bundle's verified shortcuts (see [`TrustBundle::add_intermediates`]).
+    /// bundle's verified shortcuts (see [`TrustBundle::add_intermediates`]). A bundle
+    /// swapped in meanwhile is kept: the update retries on top of it.
     pub fn learn_intermediates(&self, intermediates: &[CertificateDer<'_>]) {
-        let current = self.bundle.load();
-        if intermediates.iter().all(|i| current.verified_intermediate(i).is_some()) {
-            return;
-        }
-        let mut next = TrustBundle::clone(&current);
-        if next.add_intermediates(intermediates) > 0 {
-            self.bundle.store(Arc::new(next));
-        }
+        self.bundle.rcu(|current| {
+            if intermediates.iter().all(|i| current.verified_intermediate(i).is_some()) {
+                return Arc::clone(current);
+            }
+            let mut next = TrustBundle::clone(current);
+            if next.add_intermediates(intermediates) > 0 {
+                Arc::new(next)
+            } else {
+                Arc::clone(current)
+            }
+        });
     }
 
     /// Installs a newer revocation set; an older or equal version is ignored so a
@@ -100,6 +108,9 @@ impl Trust {
             return answer;
         }
         let verified = verify_svid(leaf, intermediates, &bundle, &revocations, usage, now)?;
+        if intermediates.len() > 1 {
+            return Ok(verified);
+        }
         self.verified.rcu(
             |current| match current.with(&bundle, key, &verified, leaf, intermediates) {
                 Some(next) => Arc::new(next),
@@ -247,7 +258,9 @@ fn to_rustls(e: SvidError) -> rustls::Error {
     let cert_error = match e {
         SvidError::Expired => CertificateError::Expired,
         SvidError::NotYetValid => CertificateError::NotValidYet,
-        SvidError::RevokedSerial { .. } | SvidError::RevokedId { .. } => CertificateError::Revoked,
+        SvidError::RevokedSerial { .. } | SvidError::RevokedId { .. } | SvidError::RevokedIssuer { .. } => {
+            CertificateError::Revoked
+        }
         other => CertificateError::Other(OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(cert_error)
