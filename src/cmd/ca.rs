@@ -173,6 +173,7 @@ fn issue(a: cli::CaIssue) -> anyhow::Result<u8> {
         not_before_unix: unix_seconds(svid.not_before()),
         not_after_unix: unix_seconds(svid.not_after()),
         issued_at_unix: unix_seconds(now),
+        renewed_from: None,
     })?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create `{}`", a.out.display()))?;
     let leaf = svid.chain().first().cloned().into_iter().collect::<Vec<_>>();
