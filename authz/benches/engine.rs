@@ -1,0 +1,279 @@
+//! One authorization decision (facts → `Decision`) as the bundle grows, against the
+//! naive way: every policy of the bundle in one Cedar `PolicySet`, evaluated with
+//! Cedar's `Authorizer` directly over the same entities and the same request.
+//!
+//! The generated bundle has 10 policies per namespace, written as real bundles are:
+//! namespace-wide permits (`principal in Namespace::"nsK"`), permits to a service of
+//! the next namespace, exact-principal and exact-service permits, forbids on paths and
+//! headers, and a dry-run forbid. Each namespace has 4 workloads and 3 services.
+//! Sizes: 10, 100, 1,000 and 10,000 policies (1 to 1,000 namespaces).
+//!
+//! Run: `cargo bench -p palisade-authz --bench engine -- --warm-up-time 1 --measurement-time 4`
+
+#![expect(clippy::expect_used, reason = "a benchmark whose setup fails has nothing to measure")]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use cedar_policy::{Authorizer, Policy, PolicyId, PolicySet};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use palisade_authz::{
+    Action, Direction, Engine, EngineInput, Mode, PolicySource, Protocol, RequestFacts, Resource, ServiceFacts,
+    SourceLocation, WorkloadFacts,
+};
+
+const POLICIES_PER_NAMESPACE: usize = 10;
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+
+fn workload(ns: usize, w: usize) -> String {
+    format!("spiffe://mesh.bench/ns/ns{ns}/sa/w{w}")
+}
+
+/// One namespace's ten policies: five egress, five ingress.
+fn namespace_policies(k: usize, namespaces: usize) -> Vec<(Direction, Mode, String)> {
+    use Direction::{Egress, Ingress};
+    let next = (k + 1) % namespaces;
+    let ns = format!("ns{k}");
+    vec![
+        (
+            Egress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal in Namespace::"{ns}", action in Action::"http", resource in Namespace::"{ns}");"#
+            ),
+        ),
+        (
+            Egress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal in Namespace::"{ns}", action == Action::"GET", resource == Service::"ns{next}/svc0");"#
+            ),
+        ),
+        (
+            Egress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal == Workload::"{}", action == Action::"POST", resource) when {{ context.path like "/api/*" }};"#,
+                workload(k, 1)
+            ),
+        ),
+        (
+            Egress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal == Workload::"{}", action in Action::"http", resource is ExternalHost) when {{ resource.port == 443 }};"#,
+                workload(k, 2)
+            ),
+        ),
+        (
+            Egress,
+            Mode::Enforce,
+            format!(
+                r#"forbid(principal in Namespace::"{ns}", action, resource) when {{ context.path == "/admin" || context.path like "/admin/*" }};"#
+            ),
+        ),
+        (
+            Ingress,
+            Mode::Enforce,
+            format!(r#"permit(principal in Namespace::"{ns}", action, resource in Namespace::"{ns}");"#),
+        ),
+        (
+            Ingress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal, action == Action::"GET", resource == Service::"{ns}/svc1") when {{ principal.hasTag("tier") && principal.getTag("tier") == "frontend" }};"#
+            ),
+        ),
+        (
+            Ingress,
+            Mode::Enforce,
+            format!(
+                r#"permit(principal, action == Action::"POST", resource == Service::"{ns}/svc2") when {{ context.path == "/charge" && principal.hasTag("pci") }};"#
+            ),
+        ),
+        (
+            Ingress,
+            Mode::Enforce,
+            format!(
+                r#"forbid(principal, action, resource in Namespace::"{ns}") when {{ context.headers.contains("x-role:admin") }};"#
+            ),
+        ),
+        (
+            Ingress,
+            Mode::DryRun,
+            format!(r#"forbid(principal, action == Action::"DELETE", resource in Namespace::"{ns}");"#),
+        ),
+    ]
+}
+
+fn bundle(policies: usize) -> EngineInput {
+    let namespaces = policies / POLICIES_PER_NAMESPACE;
+    let mut input = EngineInput::default();
+    for k in 0..namespaces {
+        for w in 0..4 {
+            let labels = BTreeMap::from([("tier".to_owned(), "frontend".to_owned())]);
+            input.workloads.push(WorkloadFacts {
+                spiffe_id: workload(k, w),
+                namespace: format!("ns{k}"),
+                service_account: format!("w{w}"),
+                labels,
+            });
+        }
+        for s in 0..3 {
+            input.services.push(ServiceFacts {
+                namespace: format!("ns{k}"),
+                name: format!("svc{s}"),
+                hosts: vec![format!("svc{s}.ns{k}.svc")],
+                labels: BTreeMap::new(),
+            });
+        }
+        for (i, (direction, mode, src)) in namespace_policies(k, namespaces).into_iter().enumerate() {
+            let id = format!("ns{k}-p{i}");
+            let line = u32::try_from(i + 1).expect("small");
+            input.policies.push(PolicySource {
+                policy: Policy::parse(Some(PolicyId::new(&id)), &src).expect("generated policy parses"),
+                id,
+                direction,
+                namespace: format!("ns{k}"),
+                mode,
+                location: SourceLocation {
+                    file: format!("policies/ns{k}/bench.cedar").into(),
+                    line,
+                    column: 1,
+                },
+            });
+        }
+    }
+    input
+}
+
+const HEADERS: &[(&str, &str)] = &[
+    ("accept", "application/json"),
+    ("user-agent", "bench/1.0"),
+    ("x-request-id", "0f8e4c1a-2d3b-4c5d-8e9f-a0b1c2d3e4f5"),
+    ("x-role", "user, viewer"),
+    ("accept-encoding", "gzip, deflate, br"),
+    ("content-type", "application/json"),
+];
+
+/// A caller in the middle namespace calling a service of its own namespace.
+fn facts<'a>(principal: &'a str, namespace: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        principal,
+        action: Action::Post,
+        resource: Resource::Service {
+            namespace,
+            name: "svc2",
+        },
+        path: "/api/orders/42",
+        host: "svc2",
+        protocol: Protocol::H2,
+        source_ip: Some("10.1.2.3".parse().expect("an address")),
+        headers: HEADERS,
+        time_unix: 1_795_348_800,
+    }
+}
+
+fn decisions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decision");
+    for size in SIZES {
+        let input = bundle(size);
+        let naive = PolicySet::from_policies(input.policies.iter().map(|p| p.policy.clone())).expect("unique ids");
+        let engine = Engine::new(input).expect("the bundle builds");
+        let authorizer = Authorizer::new();
+        let middle = size / POLICIES_PER_NAMESPACE / 2;
+        let namespace = format!("ns{middle}");
+        let caller = workload(middle, 1);
+        let facts = facts(&caller, &namespace);
+
+        let egress = engine.evaluate(Direction::Egress, &facts);
+        assert_eq!(egress.effect, palisade_authz::Effect::Allow, "{egress:?}");
+
+        group.bench_with_input(BenchmarkId::new("engine_egress", size), &facts, |b, facts| {
+            b.iter(|| engine.evaluate(Direction::Egress, black_box(facts)));
+        });
+        group.bench_with_input(BenchmarkId::new("engine_ingress", size), &facts, |b, facts| {
+            b.iter(|| engine.evaluate(Direction::Ingress, black_box(facts)));
+        });
+        group.bench_with_input(BenchmarkId::new("naive", size), &facts, |b, facts| {
+            b.iter(|| {
+                let request = engine.cedar_request(black_box(facts)).expect("builds");
+                authorizer.is_authorized(&request, &naive, engine.entities())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions);
+
+fn parts(c: &mut Criterion) {
+    use cedar_policy::{Context, RestrictedExpression};
+    let mut group = c.benchmark_group("parts");
+    let strings = || {
+        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
+            ("path".into(), RestrictedExpression::new_string("/api/orders/42".into())),
+            ("host".into(), RestrictedExpression::new_string("svc2".into())),
+            ("protocol".into(), RestrictedExpression::new_string("h2".into())),
+        ];
+        let hs: Vec<RestrictedExpression> = HEADERS
+            .iter()
+            .map(|(n, v)| RestrictedExpression::new_string(format!("{n}:{v}")))
+            .collect();
+        pairs.push(("headers".into(), RestrictedExpression::new_set(hs)));
+        let ns: Vec<RestrictedExpression> = HEADERS
+            .iter()
+            .map(|(n, _)| RestrictedExpression::new_string((*n).to_owned()))
+            .collect();
+        pairs.push(("headerNames".into(), RestrictedExpression::new_set(ns)));
+        pairs
+    };
+    group.bench_function("strings_only_context", |b| {
+        b.iter(|| Context::from_pairs(strings()).expect("ok"))
+    });
+    group.bench_function("new_ip_expr", |b| {
+        b.iter(|| RestrictedExpression::new_ip(black_box("10.1.2.3")))
+    });
+    group.bench_function("new_datetime_expr", |b| {
+        b.iter(|| RestrictedExpression::new_datetime(black_box("2026-11-22T12:00:00Z")))
+    });
+    group.bench_function("full_context", |b| {
+        b.iter(|| {
+            let mut p = strings();
+            p.push(("sourceIp".into(), RestrictedExpression::new_ip("10.1.2.3")));
+            p.push((
+                "time".into(),
+                RestrictedExpression::new_datetime("2026-11-22T12:00:00Z"),
+            ));
+            Context::from_pairs(p).expect("ok")
+        })
+    });
+    let schema = palisade_authz::schema().expect("schema");
+    let action: cedar_policy::EntityUid = r#"Action::"POST""#.parse().expect("uid");
+    group.bench_function("json_context_with_schema", |b| {
+        b.iter(|| {
+            let v = serde_json::json!({
+                "path": "/api/orders/42", "host": "svc2", "protocol": "h2",
+                "headers": HEADERS.iter().map(|(n, v)| format!("{n}:{v}")).collect::<Vec<_>>(),
+                "headerNames": HEADERS.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
+                "sourceIp": "10.1.2.3", "time": "2026-11-22T12:00:00Z",
+            });
+            Context::from_json_value(v, Some((&schema, &action))).expect("ok")
+        })
+    });
+    let input = bundle(10);
+    let set = PolicySet::from_policies(input.policies.iter().map(|p| p.policy.clone())).expect("ok");
+    let engine = Engine::new(input).expect("ok");
+    let caller = workload(0, 1);
+    let f = facts(&caller, "ns0");
+    let request = engine.cedar_request(&f).expect("ok");
+    let authorizer = Authorizer::new();
+    group.bench_function("authorize_prebuilt_10", |b| b.iter(|| authorizer.is_authorized(black_box(&request), &set, engine.entities())));
+    let empty = PolicySet::new();
+    group.bench_function("authorize_prebuilt_empty", |b| b.iter(|| authorizer.is_authorized(black_box(&request), &empty, engine.entities())));
+    group.bench_function("path_only_context", |b| b.iter(|| Context::from_pairs([("path".to_owned(), RestrictedExpression::new_string(black_box("/api/orders/42").to_owned()))]).expect("ok")));
+    group.finish();
+}
+
+criterion_group!(parts_benches, parts);
+criterion_main!(parts_benches);
