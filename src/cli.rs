@@ -23,6 +23,9 @@ pub enum Command {
     /// The certificate authority: trust domain, SVIDs, join tokens, revocation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Policy bundles: validate, format, explain a request, run policy tests, analyze.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +68,74 @@ pub enum CaCommand {
     ///
     /// Exits 1 when the certificate does not verify as an SVID of the trust bundle or is revoked.
     Inspect(CaInspect),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a bundle: Cedar syntax and schema (strict), the namespace rule, unique @ids,
+    /// the registry and egress files. Prints every error with file:line:col; exit 0 or 1.
+    Validate(PolicyDir),
+    /// Format the bundle's Cedar files with the Cedar formatter.
+    Fmt(PolicyFmt),
+    /// Show how one request would be decided: egress, ingress and overall, with the
+    /// policies that decided (file:line) and any errors.
+    Explain(PolicyExplain),
+    /// Run the bundle's policy tests (DIR/tests/*.yaml); ends with `N passed, N failed`.
+    Test(PolicyDir),
+    /// For every workload × service × method: edges both sides allow, egress-only
+    /// mismatches (the caller may call, the callee refuses) and ingress-only grants.
+    Analyze(PolicyAnalyze),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyDir {
+    /// The bundle directory (mesh.yaml, services.yaml, workloads.yaml, egress.yaml, policies/).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyFmt {
+    pub dir: PathBuf,
+    /// Change nothing; exit 1 and list the files that are not formatted.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExplain {
+    pub dir: PathBuf,
+    /// The calling workload's SPIFFE ID.
+    #[arg(long)]
+    pub from: String,
+    /// The destination: NAMESPACE/SERVICE for a mesh service, HOST[:PORT] for an external host.
+    #[arg(long)]
+    pub to: String,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The request target: path and optional query, as the app sends it.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A request header, `NAME=VALUE`; repeat for more.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyAnalyze {
+    pub dir: PathBuf,
+    #[arg(long, short, value_enum, default_value_t = AnalyzeOutput::Table)]
+    pub output: AnalyzeOutput,
+}
+
+/// Formats of `policy analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnalyzeOutput {
+    Table,
+    Json,
+    /// Graphviz DOT (`| dot -Tsvg > mesh.svg`).
+    Dot,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! One module per noun; each verb is a function taking its parsed arguments.
 
 mod ca;
+mod policy;
 
 use crate::cli::Command;
 use crate::exit;
@@ -9,6 +10,7 @@ use crate::exit;
 pub async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Ca(c) => ca::run(c).await,
+        Command::Policy(c) => policy::run(c).await,
     }
 }
 

@@ -10,4 +10,5 @@
 )]
 
 mod ca;
+mod policy;
 mod support;
