@@ -207,14 +207,14 @@ fn case(
         names.insert(entry.name.clone(), location.clone());
     }
     let from = SpiffeId::parse(&entry.from).map_err(|e| fields.report(Problem::InvalidSpiffeId(e), &at("from")));
-    let to = target(&entry.to).map_err(|hint| {
+    let to = parse_target(&entry.to).map_err(|hint| {
         let problem = Problem::InvalidTarget {
             to: entry.to.clone(),
             hint,
         };
         fields.report(problem, &at("to"));
     });
-    let action = action(&entry.method).ok_or_else(|| {
+    let action = parse_method(&entry.method).ok_or_else(|| {
         let problem = Problem::InvalidMethod {
             method: entry.method.clone(),
         };
@@ -244,8 +244,8 @@ fn case(
     })
 }
 
-/// `NS/NAME` or `HOST[:PORT]`.
-fn target(raw: &str) -> Result<Target, String> {
+/// Reads a destination: `NAMESPACE/NAME` for a mesh service, `HOST[:PORT]` otherwise.
+pub fn parse_target(raw: &str) -> Result<Target, String> {
     if let Some((namespace, name)) = raw.split_once('/') {
         if is_dns_label(namespace) && is_dns_label(name) {
             return Ok(Target::Service {
@@ -264,7 +264,8 @@ fn target(raw: &str) -> Result<Target, String> {
     }
 }
 
-fn action(method: &str) -> Option<Action> {
+/// Reads an HTTP method (upper-case, as on the wire) or `CONNECT` for raw TCP.
+pub fn parse_method(method: &str) -> Option<Action> {
     Some(match method {
         "GET" => Action::Get,
         "HEAD" => Action::Head,
@@ -278,11 +279,18 @@ fn action(method: &str) -> Option<Action> {
     })
 }
 
+/// Whether `name` is an HTTP header name (an RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn headers(raw: &BTreeMap<String, String>, fields: &mut Fields<'_>, path: &[Step<'_>]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, value) in raw {
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if name.is_empty() || !name.bytes().all(token) {
+        if !is_header_name(name) {
             let problem = Problem::InvalidHeaderName { name: name.clone() };
             fields.report(problem, &child(path, Step::Key(name)));
             continue;
@@ -325,36 +333,36 @@ mod tests {
     #[test]
     fn targets_are_services_or_hosts() {
         assert_eq!(
-            target("payments/payments"),
+            parse_target("payments/payments"),
             Ok(Target::Service {
                 namespace: "payments".into(),
                 name: "payments".into()
             })
         );
         assert_eq!(
-            target("API.stripe.com:443"),
+            parse_target("API.stripe.com:443"),
             Ok(Target::External {
                 host: "api.stripe.com".into(),
                 port: Some(443)
             })
         );
         assert_eq!(
-            target("api.stripe.com"),
+            parse_target("api.stripe.com"),
             Ok(Target::External {
                 host: "api.stripe.com".into(),
                 port: None
             })
         );
         for bad in ["a/b/c", "Pay/x", "a b", "host:0", ""] {
-            assert!(target(bad).is_err(), "{bad}");
+            assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn methods_are_upper_case() {
-        assert_eq!(action("POST"), Some(Action::Post));
-        assert_eq!(action("CONNECT"), Some(Action::Connect));
-        assert_eq!(action("post"), None);
-        assert_eq!(action("TRACE"), None);
+        assert_eq!(parse_method("POST"), Some(Action::Post));
+        assert_eq!(parse_method("CONNECT"), Some(Action::Connect));
+        assert_eq!(parse_method("post"), None);
+        assert_eq!(parse_method("TRACE"), None);
     }
 }

@@ -4,7 +4,8 @@ use palisade_authz::engine::{Action, Decision, Direction, Effect, Engine, Protoc
 use palisade_authz::normalize::{normalize_host, normalize_path, NormalizeError};
 
 use crate::egress::Protocol as EgressProtocol;
-use crate::testcases::Target;
+use crate::testcases::{is_header_name, Target};
+pub use crate::testcases::{parse_method, parse_target};
 use crate::Bundle;
 
 /// A request to explain, as a person or a test case states it.
@@ -48,39 +49,6 @@ pub enum ExplainError {
     BadHeaderName(String),
 }
 
-/// Reads `--to`: `NAMESPACE/NAME` for a mesh service, `HOST[:PORT]` otherwise.
-pub fn parse_target(to: &str) -> Result<Target, String> {
-    if let Some((namespace, name)) = to.split_once('/') {
-        if namespace.is_empty() || name.is_empty() || name.contains('/') {
-            return Err(format!("`{to}` is neither NAMESPACE/SERVICE nor HOST[:PORT]"));
-        }
-        return Ok(Target::Service {
-            namespace: namespace.into(),
-            name: name.into(),
-        });
-    }
-    let host = normalize_host(to, None).map_err(|e| e.to_string())?;
-    Ok(Target::External {
-        host: host.name().into(),
-        port: host.port(),
-    })
-}
-
-/// Reads an HTTP method (upper-case, as on the wire) or `CONNECT` for raw TCP.
-pub fn parse_method(method: &str) -> Option<Action> {
-    Some(match method {
-        "GET" => Action::Get,
-        "HEAD" => Action::Head,
-        "POST" => Action::Post,
-        "PUT" => Action::Put,
-        "PATCH" => Action::Patch,
-        "DELETE" => Action::Delete,
-        "OPTIONS" => Action::Options,
-        "CONNECT" => Action::Connect,
-        _ => return None,
-    })
-}
-
 /// The port an external destination is reached on when none is given.
 pub const DEFAULT_EXTERNAL_PORT: u16 = 443;
 
@@ -89,7 +57,7 @@ pub fn explain(bundle: &Bundle, engine: &Engine, query: &Query<'_>) -> Result<Ex
     let normalized = normalize_path(query.target)?;
     let mut names: Vec<String> = Vec::with_capacity(query.headers.len());
     for (name, _) in query.headers {
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
+        if !is_header_name(name) {
             return Err(ExplainError::BadHeaderName(name.escape_debug().to_string()));
         }
         names.push(name.to_ascii_lowercase());
@@ -154,9 +122,4 @@ fn allowlisted(bundle: &Bundle, from: &str, host: &str, port: u16) -> bool {
     [EgressProtocol::Http, EgressProtocol::Tls]
         .into_iter()
         .any(|p| bundle.egress().allowing(workload, &host, port, p).is_some())
-}
-
-/// RFC 9110 token characters.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
