@@ -268,10 +268,22 @@ fn parts(c: &mut Criterion) {
     let f = facts(&caller, "ns0");
     let request = engine.cedar_request(&f).expect("ok");
     let authorizer = Authorizer::new();
-    group.bench_function("authorize_prebuilt_10", |b| b.iter(|| authorizer.is_authorized(black_box(&request), &set, engine.entities())));
+    group.bench_function("authorize_prebuilt_10", |b| {
+        b.iter(|| authorizer.is_authorized(black_box(&request), &set, engine.entities()))
+    });
     let empty = PolicySet::new();
-    group.bench_function("authorize_prebuilt_empty", |b| b.iter(|| authorizer.is_authorized(black_box(&request), &empty, engine.entities())));
-    group.bench_function("path_only_context", |b| b.iter(|| Context::from_pairs([("path".to_owned(), RestrictedExpression::new_string(black_box("/api/orders/42").to_owned()))]).expect("ok")));
+    group.bench_function("authorize_prebuilt_empty", |b| {
+        b.iter(|| authorizer.is_authorized(black_box(&request), &empty, engine.entities()))
+    });
+    group.bench_function("path_only_context", |b| {
+        b.iter(|| {
+            Context::from_pairs([(
+                "path".to_owned(),
+                RestrictedExpression::new_string(black_box("/api/orders/42").to_owned()),
+            )])
+            .expect("ok")
+        })
+    });
     group.finish();
 }
 
