@@ -8,6 +8,19 @@
 //! headers, and a dry-run forbid. Each namespace has 4 workloads and 3 services.
 //! Sizes: 10, 100, 1,000 and 10,000 policies (1 to 1,000 namespaces).
 //!
+//! The request: a workload of the middle namespace POSTs `/api/orders/42` over h2 to
+//! a service of its own namespace, with six ordinary headers (one of them
+//! comma-separated) and a source address. Both directions allow it.
+//!
+//! - `engine_egress` / `engine_ingress`: `Engine::evaluate`, facts to `Decision`.
+//! - `naive`: the same facts to a Cedar request with the whole context
+//!   (`Engine::cedar_request`), then `Authorizer::is_authorized` over one `PolicySet`
+//!   holding every policy of the bundle (both directions, dry-run included).
+//! - `engine_egress_address_time` (1,000 policies only): the same, but every
+//!   namespace's egress forbid also reads `context.sourceIp` and `context.time`, so
+//!   the engine must build those two extension values for the request.
+//! - `build`: `Engine::new` for the whole bundle, the cost of a snapshot swap.
+//!
 //! Run: `cargo bench -p palisade-authz --bench engine -- --warm-up-time 1 --measurement-time 4`
 
 #![expect(clippy::expect_used, reason = "a benchmark whose setup fails has nothing to measure")]
@@ -29,11 +42,26 @@ fn workload(ns: usize, w: usize) -> String {
     format!("spiffe://mesh.bench/ns/ns{ns}/sa/w{w}")
 }
 
+/// What the egress forbid of every namespace looks at.
+#[derive(Debug, Clone, Copy)]
+enum Forbid {
+    /// The path only.
+    Path,
+    /// The path, the source address and the time.
+    PathAddressTime,
+}
+
 /// One namespace's ten policies: five egress, five ingress.
-fn namespace_policies(k: usize, namespaces: usize) -> Vec<(Direction, Mode, String)> {
+fn namespace_policies(k: usize, namespaces: usize, forbid: Forbid) -> Vec<(Direction, Mode, String)> {
     use Direction::{Egress, Ingress};
     let next = (k + 1) % namespaces;
     let ns = format!("ns{k}");
+    let extra = match forbid {
+        Forbid::Path => "",
+        Forbid::PathAddressTime => {
+            r#" || (context has sourceIp && context.sourceIp.isInRange(ip("169.254.0.0/16"))) || context.time < datetime("2020-01-01")"#
+        }
+    };
     vec![
         (
             Egress,
@@ -69,7 +97,7 @@ fn namespace_policies(k: usize, namespaces: usize) -> Vec<(Direction, Mode, Stri
             Egress,
             Mode::Enforce,
             format!(
-                r#"forbid(principal in Namespace::"{ns}", action, resource) when {{ context.path == "/admin" || context.path like "/admin/*" }};"#
+                r#"forbid(principal in Namespace::"{ns}", action, resource) when {{ context.path == "/admin" || context.path like "/admin/*"{extra} }};"#
             ),
         ),
         (
@@ -106,7 +134,7 @@ fn namespace_policies(k: usize, namespaces: usize) -> Vec<(Direction, Mode, Stri
     ]
 }
 
-fn bundle(policies: usize) -> EngineInput {
+fn bundle(policies: usize, forbid: Forbid) -> EngineInput {
     let namespaces = policies / POLICIES_PER_NAMESPACE;
     let mut input = EngineInput::default();
     for k in 0..namespaces {
@@ -127,7 +155,7 @@ fn bundle(policies: usize) -> EngineInput {
                 labels: BTreeMap::new(),
             });
         }
-        for (i, (direction, mode, src)) in namespace_policies(k, namespaces).into_iter().enumerate() {
+        for (i, (direction, mode, src)) in namespace_policies(k, namespaces, forbid).into_iter().enumerate() {
             let id = format!("ns{k}-p{i}");
             let line = u32::try_from(i + 1).expect("small");
             input.policies.push(PolicySource {
@@ -177,7 +205,7 @@ fn facts<'a>(principal: &'a str, namespace: &'a str) -> RequestFacts<'a> {
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     for size in SIZES {
-        let input = bundle(size);
+        let input = bundle(size, Forbid::Path);
         let naive = PolicySet::from_policies(input.policies.iter().map(|p| p.policy.clone())).expect("unique ids");
         let engine = Engine::new(input).expect("the bundle builds");
         let authorizer = Authorizer::new();
@@ -186,8 +214,14 @@ fn decisions(c: &mut Criterion) {
         let caller = workload(middle, 1);
         let facts = facts(&caller, &namespace);
 
-        let egress = engine.evaluate(Direction::Egress, &facts);
-        assert_eq!(egress.effect, palisade_authz::Effect::Allow, "{egress:?}");
+        for direction in [Direction::Egress, Direction::Ingress] {
+            let decision = engine.evaluate(direction, &facts);
+            assert_eq!(
+                decision.effect,
+                palisade_authz::Effect::Allow,
+                "{direction:?}: {decision:?}"
+            );
+        }
 
         group.bench_with_input(BenchmarkId::new("engine_egress", size), &facts, |b, facts| {
             b.iter(|| engine.evaluate(Direction::Egress, black_box(facts)));
@@ -202,90 +236,35 @@ fn decisions(c: &mut Criterion) {
             });
         });
     }
+    let input = bundle(1_000, Forbid::PathAddressTime);
+    let engine = Engine::new(input).expect("the bundle builds");
+    let (caller, namespace) = (workload(50, 1), "ns50".to_owned());
+    let facts = facts(&caller, &namespace);
+    assert_eq!(
+        engine.evaluate(Direction::Egress, &facts).effect,
+        palisade_authz::Effect::Allow
+    );
+    group.bench_with_input(
+        BenchmarkId::new("engine_egress_address_time", 1_000),
+        &facts,
+        |b, facts| {
+            b.iter(|| engine.evaluate(Direction::Egress, black_box(facts)));
+        },
+    );
     group.finish();
 }
 
-criterion_group!(benches, decisions);
-
-fn parts(c: &mut Criterion) {
-    use cedar_policy::{Context, RestrictedExpression};
-    let mut group = c.benchmark_group("parts");
-    let strings = || {
-        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
-            ("path".into(), RestrictedExpression::new_string("/api/orders/42".into())),
-            ("host".into(), RestrictedExpression::new_string("svc2".into())),
-            ("protocol".into(), RestrictedExpression::new_string("h2".into())),
-        ];
-        let hs: Vec<RestrictedExpression> = HEADERS
-            .iter()
-            .map(|(n, v)| RestrictedExpression::new_string(format!("{n}:{v}")))
-            .collect();
-        pairs.push(("headers".into(), RestrictedExpression::new_set(hs)));
-        let ns: Vec<RestrictedExpression> = HEADERS
-            .iter()
-            .map(|(n, _)| RestrictedExpression::new_string((*n).to_owned()))
-            .collect();
-        pairs.push(("headerNames".into(), RestrictedExpression::new_set(ns)));
-        pairs
-    };
-    group.bench_function("strings_only_context", |b| {
-        b.iter(|| Context::from_pairs(strings()).expect("ok"))
-    });
-    group.bench_function("new_ip_expr", |b| {
-        b.iter(|| RestrictedExpression::new_ip(black_box("10.1.2.3")))
-    });
-    group.bench_function("new_datetime_expr", |b| {
-        b.iter(|| RestrictedExpression::new_datetime(black_box("2026-11-22T12:00:00Z")))
-    });
-    group.bench_function("full_context", |b| {
-        b.iter(|| {
-            let mut p = strings();
-            p.push(("sourceIp".into(), RestrictedExpression::new_ip("10.1.2.3")));
-            p.push((
-                "time".into(),
-                RestrictedExpression::new_datetime("2026-11-22T12:00:00Z"),
-            ));
-            Context::from_pairs(p).expect("ok")
-        })
-    });
-    let schema = palisade_authz::schema().expect("schema");
-    let action: cedar_policy::EntityUid = r#"Action::"POST""#.parse().expect("uid");
-    group.bench_function("json_context_with_schema", |b| {
-        b.iter(|| {
-            let v = serde_json::json!({
-                "path": "/api/orders/42", "host": "svc2", "protocol": "h2",
-                "headers": HEADERS.iter().map(|(n, v)| format!("{n}:{v}")).collect::<Vec<_>>(),
-                "headerNames": HEADERS.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
-                "sourceIp": "10.1.2.3", "time": "2026-11-22T12:00:00Z",
-            });
-            Context::from_json_value(v, Some((&schema, &action))).expect("ok")
-        })
-    });
-    let input = bundle(10);
-    let set = PolicySet::from_policies(input.policies.iter().map(|p| p.policy.clone())).expect("ok");
-    let engine = Engine::new(input).expect("ok");
-    let caller = workload(0, 1);
-    let f = facts(&caller, "ns0");
-    let request = engine.cedar_request(&f).expect("ok");
-    let authorizer = Authorizer::new();
-    group.bench_function("authorize_prebuilt_10", |b| {
-        b.iter(|| authorizer.is_authorized(black_box(&request), &set, engine.entities()))
-    });
-    let empty = PolicySet::new();
-    group.bench_function("authorize_prebuilt_empty", |b| {
-        b.iter(|| authorizer.is_authorized(black_box(&request), &empty, engine.entities()))
-    });
-    group.bench_function("path_only_context", |b| {
-        b.iter(|| {
-            Context::from_pairs([(
-                "path".to_owned(),
-                RestrictedExpression::new_string(black_box("/api/orders/42").to_owned()),
-            )])
-            .expect("ok")
-        })
-    });
+fn builds(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10);
+    for size in [1_000, 10_000] {
+        let input = bundle(size, Forbid::Path);
+        group.bench_with_input(BenchmarkId::new("engine_new", size), &input, |b, input| {
+            b.iter(|| Engine::new(input.clone()).expect("the bundle builds"));
+        });
+    }
     group.finish();
 }
 
-criterion_group!(parts_benches, parts);
-criterion_main!(parts_benches);
+criterion_group!(benches, decisions, builds);
+criterion_main!(benches);

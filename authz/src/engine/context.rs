@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use cedar_policy::{Context, RestrictedExpression};
 
+use super::context_reads::{Keys, Reads};
 use super::error::RequestError;
+use super::extension_values;
 use super::model::{Protocol, RequestFacts};
 
 /// The earliest time a Cedar `datetime` can hold from a string: 0000-01-01T00:00:00Z.
@@ -30,20 +32,41 @@ const MIN_TIME: i64 = -62_167_219_200;
 /// The latest: 9999-12-31T23:59:59Z.
 const MAX_TIME: i64 = 253_402_300_799;
 
-/// Builds the context of one request.
-pub(super) fn build(facts: &RequestFacts<'_>) -> Result<Context, RequestError> {
-    let time = datetime(facts.time_unix).ok_or(RequestError::TimeOutOfRange(facts.time_unix))?;
-    let (headers, names) = headers(facts.headers);
-    let mut pairs = Vec::with_capacity(7);
-    pairs.push(string("path", facts.path));
-    pairs.push(string("host", facts.host));
-    pairs.push(string("protocol", protocol(facts.protocol)));
-    if let Some(ip) = facts.source_ip {
-        pairs.push(("sourceIp".to_owned(), RestrictedExpression::new_ip(ip_literal(ip))));
+/// Builds the context of one request with what a policy set reads of it (see
+/// `context_reads.rs`); [`Reads::all`] for the whole `RequestContext`. The time is
+/// checked even when no policy reads it, so whether a request is refused never
+/// depends on the policies.
+pub(super) fn build(facts: &RequestFacts<'_>, reads: &Reads) -> Result<Context, RequestError> {
+    if !(MIN_TIME..=MAX_TIME).contains(&facts.time_unix) {
+        return Err(RequestError::TimeOutOfRange(facts.time_unix));
     }
-    pairs.push(("headers".to_owned(), set(headers)));
-    pairs.push(("headerNames".to_owned(), set(names)));
-    pairs.push(("time".to_owned(), RestrictedExpression::new_datetime(time)));
+    let keys = reads.keys;
+    let mut pairs = Vec::with_capacity(7);
+    if keys.contains(Keys::PATH) {
+        pairs.push(string("path", facts.path));
+    }
+    if keys.contains(Keys::HOST) {
+        pairs.push(string("host", facts.host));
+    }
+    if keys.contains(Keys::PROTOCOL) {
+        pairs.push(string("protocol", protocol(facts.protocol)));
+    }
+    if let (true, Some(ip)) = (keys.contains(Keys::SOURCE_IP), facts.source_ip) {
+        pairs.push(("sourceIp".to_owned(), extension_values::ip(ip)));
+    }
+    if keys.contains(Keys::HEADERS) || keys.contains(Keys::HEADER_NAMES) {
+        let (elements, names) = headers(facts.headers, reads);
+        if keys.contains(Keys::HEADERS) {
+            pairs.push(("headers".to_owned(), set(elements)));
+        }
+        if keys.contains(Keys::HEADER_NAMES) {
+            pairs.push(("headerNames".to_owned(), set(names)));
+        }
+    }
+    if keys.contains(Keys::TIME) {
+        let time = extension_values::time(facts.time_unix).ok_or(RequestError::TimeOutOfRange(facts.time_unix))?;
+        pairs.push(("time".to_owned(), time));
+    }
     Ok(Context::from_pairs(pairs)?)
 }
 
@@ -64,18 +87,29 @@ fn protocol(protocol: Protocol) -> &'static str {
     }
 }
 
-/// `("name:value" elements, names)`, as the module documentation says.
-pub(super) fn headers(lines: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
-    let mut elements = Vec::with_capacity(lines.len());
-    let mut names = Vec::with_capacity(lines.len());
+/// `("name:value" elements, names)`, as the module documentation says, keeping only
+/// the elements the policies can tell apart (`reads`).
+pub(super) fn headers(lines: &[(&str, &str)], reads: &Reads) -> (Vec<String>, Vec<String>) {
+    let mut elements = Vec::new();
+    let mut names = Vec::new();
+    let mut element = String::new();
     for &(name, value) in lines {
         let name = name.to_ascii_lowercase();
-        for element in value.split(',').map(|e| e.trim_matches([' ', '\t'])) {
-            if !element.is_empty() {
-                elements.push(format!("{name}:{element}"));
+        for part in value.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+            if part.is_empty() {
+                continue;
+            }
+            element.clear();
+            element.push_str(&name);
+            element.push(':');
+            element.push_str(part);
+            if reads.headers.admits(&element) {
+                elements.push(element.clone());
             }
         }
-        names.push(name);
+        if reads.header_names.admits(&name) {
+            names.push(name);
+        }
     }
     (elements, names)
 }
@@ -160,10 +194,26 @@ mod tests {
             (&[("x-a", "b:c")], &["x-a:b:c"], &["x-a"]),
         ];
         for &(lines, elements, names) in cases {
-            let (got_elements, got_names) = headers(lines);
+            let (got_elements, got_names) = headers(lines, &Reads::all());
             assert_eq!(got_elements, elements, "{lines:?}");
             assert_eq!(got_names, names, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn only_the_elements_policies_look_up_are_kept() {
+        let reads = Reads::of(
+            &cedar_policy::Policy::parse(
+                None,
+                r#"forbid(principal, action, resource) when {
+                    context.headers.contains("x-role:admin") || context.headerNames.contains("x-debug") };"#,
+            )
+            .unwrap(),
+        );
+        let lines = [("X-Role", "user, admin"), ("accept", "a, b"), ("x-debug", "1")];
+        let (elements, names) = headers(&lines, &reads);
+        assert_eq!(elements, ["x-role:admin"]);
+        assert_eq!(names, ["x-debug"]);
     }
 
     #[test]

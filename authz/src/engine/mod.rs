@@ -12,7 +12,8 @@
 //!   those only the namespace's general policies plus the ones scoped to exactly this
 //!   caller (`principal == Workload::"…"`). **Ingress** evaluates only the policies
 //!   owned by the callee's namespace: its general ones plus the ones scoped to exactly
-//!   this service (`resource == Service::"NS/NAME"`). External hosts are egress-only;
+//!   this service (`resource == Service::"NS/NAME"`). Of those, only the policies whose
+//!   action scope admits the request's action. External hosts are egress-only;
 //!   ingress to one is a deny with an error.
 //! - **Default deny; a satisfied forbid wins; any evaluation error of an enforced
 //!   policy is a deny**, even when the erroring policy is a permit and another permit
@@ -21,6 +22,22 @@
 //! - A request that cannot be turned into a Cedar request (a time outside Cedar's
 //!   `datetime` range, an unregistered principal whose id names no namespace) is a
 //!   deny with an error.
+//!
+//! # How a decision stays small
+//!
+//! Cedar evaluates every policy of the set it is given, rebuilding each condition on
+//! every request, so the engine hands it as little as it exactly can:
+//!
+//! 1. the owning namespace's policies, split by exact principal or resource
+//!    (`partition.rs`);
+//! 2. of those, the ones whose action scope admits the action;
+//! 3. for registered principals (egress) and services (ingress), with the scope
+//!    constraints already decided against the snapshot's entities removed, and the
+//!    policies they exclude left out (`scope.rs`);
+//! 4. with a context holding only what those policies read of it (`context_reads.rs`).
+//!
+//! Each step is exact: `tests/scoping.rs` checks the engine against Cedar evaluating
+//! the owning namespace's whole policy list over the whole context.
 //!
 //! # Dry run
 //!
@@ -36,19 +53,23 @@
 //! the enforced policies deny is never a dry-run deny (it is a deny).
 
 mod context;
+mod context_reads;
 mod decision;
 mod entities;
 mod error;
+mod extension_values;
 pub mod model;
 mod partition;
 mod route;
 mod schema;
+mod scope;
 
 #[cfg(test)]
 mod tests;
 
 use cedar_policy::{Authorizer, Entities, PolicySet, Request};
 
+use context_reads::Reads;
 use decision::Catalog;
 use route::{Registry, RegistryParams, Route};
 
@@ -84,19 +105,25 @@ impl Engine {
         let schema = schema::schema()?;
         let names = entities::Names::new()?;
         let entities = entities::build(&names, &input, &schema)?;
-        let partitioned = partition::partition(&names, &input.policies)?;
+        let snapshot = partition::Snapshot {
+            names: &names,
+            entities: &entities,
+            workloads: &input.workloads,
+            services: &input.services,
+        };
+        let mut partitioned = partition::partition(&snapshot, &input.policies)?;
+        let catalog = Catalog::new(std::mem::take(&mut partitioned.policies));
         let registry = Registry::new(RegistryParams {
             names,
             workloads: &input.workloads,
             services: &input.services,
             external_hosts: &input.external_hosts,
-            egress: partitioned.egress,
-            ingress: partitioned.ingress,
+            partitioned,
         });
         Ok(Self {
             entities,
             registry,
-            catalog: Catalog::new(partitioned.policies),
+            catalog,
             authorizer: Authorizer::new(),
         })
     }
@@ -115,8 +142,8 @@ impl Engine {
             principal,
             resource,
             sets,
-        } = self.registry.route(direction, facts.principal, facts.resource)?;
-        let request = self.request(principal, resource, facts)?;
+        } = self.registry.route(direction, facts)?;
+        let request = self.request(principal, resource, facts, &sets.reads)?;
         let mut decision = decision::enforced(&self.authorize(&request, &sets.enforce), &self.catalog);
         if let (Effect::Allow, Some(dry_run)) = (decision.effect, &sets.dry_run) {
             decision::add_dry_run(&mut decision, &self.authorize(&request, dry_run), &self.catalog);
@@ -133,14 +160,16 @@ impl Engine {
         principal: cedar_policy::EntityUid,
         resource: cedar_policy::EntityUid,
         facts: &RequestFacts<'_>,
+        reads: &Reads,
     ) -> Result<Request, RequestError> {
         let action = self.registry.names().action(facts.action).clone();
-        let context = context::build(facts)?;
+        let context = context::build(facts, reads)?;
         Ok(Request::new(principal, action, resource, context, None)?)
     }
 
-    /// The Cedar request [`evaluate`](Self::evaluate) builds for these facts, for tools
-    /// that evaluate policies themselves (explain, benchmarks).
+    /// The Cedar request for these facts with the whole `RequestContext`, for tools that
+    /// evaluate policies themselves (explain, benchmarks). [`evaluate`](Self::evaluate)
+    /// builds only what its policy set reads of the context.
     ///
     /// # Errors
     ///
@@ -148,7 +177,7 @@ impl Engine {
     pub fn cedar_request(&self, facts: &RequestFacts<'_>) -> Result<Request, RequestError> {
         let principal = self.registry.principal(facts.principal);
         let resource = self.registry.resource(facts.resource);
-        self.request(principal, resource, facts)
+        self.request(principal, resource, facts, &Reads::all())
     }
 
     /// The snapshot's entities: namespaces, workloads, services, external hosts and

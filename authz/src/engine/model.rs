@@ -93,6 +93,20 @@ pub enum Action {
     Connect,
 }
 
+impl Action {
+    /// Every action, in declaration order.
+    pub const ALL: [Self; 8] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Patch,
+        Self::Delete,
+        Self::Options,
+        Self::Connect,
+    ];
+}
+
 /// The protocol a request arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

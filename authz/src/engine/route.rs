@@ -15,14 +15,14 @@ use cedar_policy::EntityUid;
 
 use super::entities::{service_id, Names};
 use super::error::RequestError;
-use super::model::{Direction, ExternalHostFacts, Resource, ServiceFacts, WorkloadFacts};
-use super::partition::{Partitions, PolicySets};
+use super::model::{Direction, ExternalHostFacts, RequestFacts, Resource, ServiceFacts, WorkloadFacts};
+use super::partition::{ByAction, Partitioned, Partitions, PolicySets};
 
 /// A registered principal or resource: its uid and the sets it evaluates.
 #[derive(Debug)]
 struct Known {
     uid: EntityUid,
-    sets: Arc<PolicySets>,
+    sets: Arc<ByAction>,
 }
 
 /// The registry as the hot path reads it, keyed so that a lookup allocates nothing.
@@ -54,8 +54,7 @@ pub(super) struct RegistryParams<'a> {
     pub(super) workloads: &'a [WorkloadFacts],
     pub(super) services: &'a [ServiceFacts],
     pub(super) external_hosts: &'a [ExternalHostFacts],
-    pub(super) egress: Partitions,
-    pub(super) ingress: Partitions,
+    pub(super) partitioned: Partitioned,
 }
 
 impl Registry {
@@ -65,21 +64,30 @@ impl Registry {
             workloads,
             services,
             external_hosts,
+            partitioned,
+        } = params;
+        let Partitioned {
             egress,
             ingress,
-        } = params;
+            workloads: egress_sets,
+            services: ingress_sets,
+            ..
+        } = partitioned;
         let workloads = workloads
             .iter()
             .map(|w| {
                 let uid = names.workload(&w.spiffe_id);
-                let sets = Arc::clone(egress.sets(&w.namespace, &w.spiffe_id));
+                let sets = egress_sets.get(&w.spiffe_id).cloned().unwrap_or_default();
                 (w.spiffe_id.as_str().into(), Known { uid, sets })
             })
             .collect();
         let mut by_namespace: HashMap<Box<str>, HashMap<Box<str>, Known>> = HashMap::new();
         for s in services {
             let uid = names.service(&s.namespace, &s.name);
-            let sets = Arc::clone(ingress.sets(&s.namespace, &service_id(&s.namespace, &s.name)));
+            let sets = ingress_sets
+                .get(&service_id(&s.namespace, &s.name))
+                .cloned()
+                .unwrap_or_default();
             let namespace = by_namespace.entry(s.namespace.as_str().into()).or_default();
             namespace.insert(s.name.as_str().into(), Known { uid, sets });
         }
@@ -103,15 +111,12 @@ impl Registry {
     }
 
     /// The principal, the resource and the policy sets of one request.
-    pub(super) fn route(
-        &self,
-        direction: Direction,
-        principal: &str,
-        resource: Resource<'_>,
-    ) -> Result<Route<'_>, RequestError> {
+    pub(super) fn route(&self, direction: Direction, facts: &RequestFacts<'_>) -> Result<Route<'_>, RequestError> {
+        let (principal, resource) = (facts.principal, facts.resource);
         match direction {
             Direction::Egress => {
                 let (principal, sets) = self.caller(principal)?;
+                let sets = sets.of(facts.action);
                 Ok(Route {
                     principal,
                     resource: self.resource(resource),
@@ -121,6 +126,7 @@ impl Registry {
             Direction::Ingress => match resource {
                 Resource::Service { namespace, name } => {
                     let (resource, sets) = self.callee(namespace, name);
+                    let sets = sets.of(facts.action);
                     Ok(Route {
                         principal: self.principal(principal),
                         resource,
@@ -159,7 +165,7 @@ impl Registry {
         }
     }
 
-    fn caller(&self, spiffe_id: &str) -> Result<(EntityUid, &PolicySets), RequestError> {
+    fn caller(&self, spiffe_id: &str) -> Result<(EntityUid, &ByAction), RequestError> {
         if let Some(known) = self.workloads.get(spiffe_id) {
             return Ok((known.uid.clone(), &known.sets));
         }
@@ -169,7 +175,7 @@ impl Registry {
         Ok((self.names.workload(spiffe_id), sets))
     }
 
-    fn callee(&self, namespace: &str, name: &str) -> (EntityUid, &PolicySets) {
+    fn callee(&self, namespace: &str, name: &str) -> (EntityUid, &ByAction) {
         if let Some(known) = self.service(namespace, name) {
             return (known.uid.clone(), &known.sets);
         }
@@ -179,12 +185,6 @@ impl Registry {
 
     fn service(&self, namespace: &str, name: &str) -> Option<&Known> {
         self.services.get(namespace)?.get(name)
-    }
-
-    /// How many distinct policy sets were built, egress and ingress.
-    #[cfg(test)]
-    pub(super) fn partition_count(&self) -> (usize, usize) {
-        (self.egress.count(), self.ingress.count())
     }
 }
 

@@ -243,19 +243,73 @@ fn ingress_to_an_external_host_is_a_deny_with_an_error() {
 }
 
 #[test]
-fn policy_sets_are_built_per_namespace_and_per_exact_scope() {
-    let engine = mesh().build();
-    // egress: shop general + checkout; ops general + frontend. ingress: pay general +
-    // payments; shop general + reviews + payments.
-    assert_eq!(engine.registry.partition_count(), (4, 5));
+fn registered_owners_share_identical_sets() {
+    let bundle = mesh()
+        .workload("spiffe://mesh.test/ns/shop/sa/a", &[])
+        .workload("spiffe://mesh.test/ns/shop/sa/b", &[]);
+    let partitioned = partitioned(&bundle);
+    let sets = |id: &str| {
+        let found = partitioned.workloads.get(id).or_else(|| partitioned.services.get(id));
+        std::sync::Arc::as_ptr(found.unwrap())
+    };
+    // Workloads of shop without policies of their own share one group of sets;
+    // checkout, with its own, has another.
+    assert_eq!(sets(FRONTEND), sets("spiffe://mesh.test/ns/shop/sa/a"));
+    assert_eq!(sets(FRONTEND), sets("spiffe://mesh.test/ns/shop/sa/b"));
+    assert_ne!(sets(FRONTEND), sets(CHECKOUT));
+    // reviews: shop's general policies plus its own; catalog: the general ones only.
+    assert_ne!(sets("shop/reviews"), sets("shop/catalog"));
 }
 
-/// Partitioning is an optimization: for every request it must decide exactly as the
-/// owning namespace's whole policy list would (with errors denying).
+fn partitioned(bundle: &Bundle) -> crate::engine::partition::Partitioned {
+    use crate::engine::{entities, partition, schema};
+    let input = bundle.input();
+    let names = entities::Names::new().unwrap();
+    let entities = entities::build(&names, input, &schema::schema().unwrap()).unwrap();
+    let snapshot = partition::Snapshot {
+        names: &names,
+        entities: &entities,
+        workloads: &input.workloads,
+        services: &input.services,
+    };
+    partition::partition(&snapshot, &input.policies).unwrap()
+}
+
+/// Partitioning and context slicing are optimizations: for every request they must
+/// decide exactly as the owning namespace's whole policy list over the whole context
+/// would (with errors denying).
 #[test]
 fn partitioned_decisions_equal_whole_namespace_decisions() {
     let bundle = mesh()
-        .egress("shop", r#"@id("shop-no-admin") forbid(principal in Namespace::"shop", action, resource) when { context.path like "/admin*" };"#);
+        .egress(
+            "shop",
+            r#"@id("shop-no-admin") forbid(principal in Namespace::"shop", action, resource) when { context.path like "/admin*" };"#,
+        )
+        .egress(
+            "shop",
+            r#"@id("shop-no-roles") forbid(principal, action, resource)
+            when { context.headers.containsAny(["x-role:admin", "x-debug:1"]) };"#,
+        )
+        .egress(
+            "shop",
+            r#"@id("shop-no-root") forbid(principal, action, resource) when { context.headers == ["x-role:root"] };"#,
+        )
+        .egress(
+            "ops",
+            r#"@id("ops-daytime") forbid(principal, action, resource) when { context.time > datetime("2026-11-22T13:00:00Z") };"#,
+        )
+        .egress(
+            "ops",
+            r#"@id("ops-debug") permit(principal, action, resource) when { context.headerNames.contains("x-debug") };"#,
+        )
+        // Scopes that are false for the namespace's own principals and services.
+        .egress("shop", r#"@id("shop-names-ops") permit(principal in Namespace::"ops", action, resource);"#)
+        .ingress("shop", r#"@id("shop-names-pay") permit(principal, action, resource is Service in Namespace::"pay");"#)
+        .ingress(
+            "pay",
+            r#"@id("pay-no-tens") forbid(principal, action, resource)
+            when { context has sourceIp && context.sourceIp.isInRange(ip("10.0.0.0/8")) };"#,
+        );
     let engine = Engine::new(bundle.input().clone()).unwrap();
     let principals = [FRONTEND, CHECKOUT, MONITOR, STRANGER];
     let resources = [
@@ -268,27 +322,45 @@ fn partitioned_decisions_equal_whole_namespace_decisions() {
             name: "ghost",
         },
     ];
-    let paths = ["/", "/charge", "/healthz", "/admin"];
+    let headers: [&'static [(&'static str, &'static str)]; 4] = [
+        &[],
+        &[("X-Role", "user, admin")],
+        &[("x-debug", "1"), ("x-role", "root")],
+        &[("x-role", "root")],
+    ];
+    let ip = |s: &str| Some(s.parse().unwrap());
     let mut compared = 0;
     for principal in principals {
         for resource in resources {
             for action in [Get, Post, Action::Delete, Action::Connect] {
-                for path in paths {
-                    for direction in [Egress, Ingress] {
-                        let facts = request(principal, action, resource, path);
-                        let Some(namespace) = owner(direction, &facts) else {
-                            continue;
+                for path in ["/", "/charge", "/healthz", "/admin"] {
+                    for (i, headers) in headers.into_iter().enumerate() {
+                        let (source_ip, time_unix) = if i % 2 == 0 {
+                            (None, NOON)
+                        } else {
+                            (ip("10.0.0.7"), NOON + 7200)
                         };
-                        let expected = whole_namespace(&bundle, &engine, direction, namespace, &facts);
-                        let got = engine.evaluate(direction, &facts).effect;
-                        assert_eq!(got, expected, "{direction:?} {facts:?}");
-                        compared += 1;
+                        let facts = RequestFacts {
+                            headers,
+                            source_ip,
+                            time_unix,
+                            ..request(principal, action, resource, path)
+                        };
+                        for direction in [Egress, Ingress] {
+                            let Some(namespace) = owner(direction, &facts) else {
+                                continue;
+                            };
+                            let expected = whole_namespace(&bundle, &engine, direction, namespace, &facts);
+                            let got = engine.evaluate(direction, &facts).effect;
+                            assert_eq!(got, expected, "{direction:?} {facts:?}");
+                            compared += 1;
+                        }
                     }
                 }
             }
         }
     }
-    assert!(compared > 500, "{compared}");
+    assert!(compared > 2000, "{compared}");
 }
 
 fn owner(direction: Direction, facts: &RequestFacts<'static>) -> Option<&'static str> {
