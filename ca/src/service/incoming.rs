@@ -21,6 +21,9 @@ use crate::svid::SvidFacts;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many handshakes may be in progress at once; a connection beyond that is
+/// closed at once, so unauthenticated clients cannot pile up pending handshakes.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// The verified client SVID of a connection, if the client presented one.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +76,7 @@ impl AsyncWrite for TlsConn {
 
 /// Accepts connections forever, sending each completed handshake to `tx`.
 pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<io::Result<TlsConn>>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(conn) => conn,
@@ -82,9 +86,15 @@ pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            tracing::warn!(%remote, limit = MAX_PENDING_HANDSHAKES, "too many TLS handshakes in progress; connection closed");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(io)) => {
                     let peer = peer_info(&io);
