@@ -1,0 +1,66 @@
+//! What every part of a running sidecar shares: who it is, whom it trusts, the
+//! policy in force, its live connections, its metrics and its limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_ca::tls::SvidResolver;
+use palisade_ca::verify::Trust;
+use palisade_ca::SpiffeId;
+
+use crate::connections::LiveConnections;
+use crate::metrics::Metrics;
+use crate::state::PolicyHandle;
+
+/// The sidecar's shared state; cheap to clone behind an `Arc`.
+#[derive(Debug)]
+pub struct Context {
+    /// The workload this sidecar stands beside.
+    pub id: SpiffeId,
+    /// Its current SVID, swapped in place on rotation.
+    pub resolver: Arc<SvidResolver>,
+    /// The trust bundle and revocations every peer is verified against.
+    pub trust: Arc<Trust>,
+    /// The policy snapshot in force (none: deny everything).
+    pub policy: PolicyHandle,
+    /// Live peer connections, for revocation cuts.
+    pub connections: Arc<LiveConnections>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// Bounds on every buffer and wait (`SECURITY.md` §2).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a peer has to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send a request's headers (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Most header lines in one request (more: 431).
+    pub max_headers: usize,
+    /// Most bytes of request line and headers (more: 431).
+    pub max_header_bytes: usize,
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Most live connections from one peer identity on the inbound port.
+    pub max_connections_per_peer: usize,
+    /// Most TLS handshakes in progress at once on the inbound port.
+    pub max_pending_handshakes: usize,
+    /// Time to connect to the app or to another sidecar.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 256,
+            max_connections_per_peer: 256,
+            max_pending_handshakes: 256,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Prometheus counters and gauges of one sidecar, rendered in the text format.
+//!
+//! Recording a request takes a read lock and an atomic add when its label set was
+//! seen before (always, after warm-up: the labels come from the registry), and
+//! allocates only the first time a label set appears.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use palisade_authz::Direction;
+
+use crate::request::respond::side_name;
+
+/// One request's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestLabels<'a> {
+    /// The caller's SPIFFE ID.
+    pub source: &'a str,
+    /// The destination service (`ns/name`) or external host.
+    pub destination: &'a str,
+    pub side: Direction,
+    /// `allow`, `deny`, or a refusal's label (`bad_request`, …).
+    pub decision: &'a str,
+    pub status: u16,
+}
+
+#[derive(Debug)]
+struct OwnedLabels {
+    source: Box<str>,
+    destination: Box<str>,
+    side: Direction,
+    decision: Box<str>,
+    status: u16,
+}
+
+impl OwnedLabels {
+    fn matches(&self, l: &RequestLabels<'_>) -> bool {
+        *self.source == *l.source
+            && *self.destination == *l.destination
+            && self.side == l.side
+            && *self.decision == *l.decision
+            && self.status == l.status
+    }
+}
+
+/// A labelled counter family keyed by a hash of its labels.
+#[derive(Debug)]
+struct Family<L> {
+    hasher: std::hash::RandomState,
+    series: RwLock<HashMap<u64, Vec<(L, AtomicU64)>>>,
+}
+
+impl<L> Default for Family<L> {
+    fn default() -> Self {
+        Self {
+            hasher: std::hash::RandomState::new(),
+            series: RwLock::default(),
+        }
+    }
+}
+
+/// Every metric of a sidecar.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Family<OwnedLabels>,
+    handshake_failures: Family<Box<str>>,
+    svid_expiry: AtomicI64,
+    snapshot_version: AtomicU64,
+    revocation_version: AtomicU64,
+    revoked_connections_closed: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, labels: &RequestLabels<'_>) {
+        let hash = self.requests.hasher.hash_one(labels);
+        if let Some(series) = self.requests.read().get(&hash) {
+            if let Some((_, count)) = series.iter().find(|(l, _)| l.matches(labels)) {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut all = self.requests.write();
+        let series = all.entry(hash).or_default();
+        match series.iter().find(|(l, _)| l.matches(labels)) {
+            Some((_, count)) => {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            None => series.push((
+                OwnedLabels {
+                    source: labels.source.into(),
+                    destination: labels.destination.into(),
+                    side: labels.side,
+                    decision: labels.decision.into(),
+                    status: labels.status,
+                },
+                AtomicU64::new(1),
+            )),
+        }
+    }
+
+    /// Counts one failed TLS handshake, by reason (`expired`, `revoked`, …).
+    pub fn handshake_failure(&self, reason: &str) {
+        let hash = self.handshake_failures.hasher.hash_one(reason);
+        if let Some(series) = self.handshake_failures.read().get(&hash) {
+            if let Some((_, count)) = series.iter().find(|(r, _)| &**r == reason) {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut all = self.handshake_failures.write();
+        let series = all.entry(hash).or_default();
+        match series.iter().find(|(r, _)| &**r == reason) {
+            Some((_, count)) => {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            None => series.push((reason.into(), AtomicU64::new(1))),
+        }
+    }
+
+    /// The current SVID's expiry, in Unix seconds.
+    pub fn set_svid_expiry(&self, unix_seconds: i64) {
+        self.svid_expiry.store(unix_seconds, Ordering::Relaxed);
+    }
+
+    /// The snapshot version in force.
+    pub fn set_snapshot_version(&self, version: u64) {
+        self.snapshot_version.store(version, Ordering::Relaxed);
+    }
+
+    /// The revocation list version in force.
+    pub fn set_revocation_version(&self, version: u64) {
+        self.revocation_version.store(version, Ordering::Relaxed);
+    }
+
+    /// Counts connections cut because their peer was revoked.
+    pub fn revoked_connections_closed(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.revoked_connections_closed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The number of requests counted with exactly these labels.
+    pub fn request_count(&self, labels: &RequestLabels<'_>) -> u64 {
+        let hash = self.requests.hasher.hash_one(labels);
+        self.requests
+            .read()
+            .get(&hash)
+            .and_then(|series| series.iter().find(|(l, _)| l.matches(labels)))
+            .map_or(0, |(_, count)| count.load(Ordering::Relaxed))
+    }
+
+    /// Everything, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP palisade_requests_total Requests seen, by caller, destination, side, decision and status.\n",
+        );
+        out.push_str("# TYPE palisade_requests_total counter\n");
+        for (l, count) in self.requests.read().values().flatten() {
+            let _ = writeln!(
+                out,
+                "palisade_requests_total{{source=\"{}\",destination=\"{}\",side=\"{}\",decision=\"{}\",status=\"{}\"}} {}",
+                escape(&l.source),
+                escape(&l.destination),
+                side_name(l.side),
+                escape(&l.decision),
+                l.status,
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP palisade_tls_handshake_failures_total Refused or failed TLS handshakes, by reason.\n");
+        out.push_str("# TYPE palisade_tls_handshake_failures_total counter\n");
+        for (reason, count) in self.handshake_failures.read().values().flatten() {
+            let _ = writeln!(
+                out,
+                "palisade_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                escape(reason),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "palisade_svid_expiry_timestamp_seconds",
+                "gauge",
+                "When the current SVID expires (Unix seconds).",
+                self.svid_expiry.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "palisade_policy_snapshot_version",
+                "gauge",
+                "The policy snapshot version in force (0: none yet).",
+                self.snapshot_version.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "palisade_revocation_list_version",
+                "gauge",
+                "The revocation list version in force.",
+                self.revocation_version.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "palisade_revoked_connections_closed_total",
+                "counter",
+                "Live connections cut because their peer was revoked.",
+                self.revoked_connections_closed.load(Ordering::Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+impl<L> Family<L> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Vec<(L, AtomicU64)>>> {
+        self.series.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Vec<(L, AtomicU64)>>> {
+        self.series.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Escapes a label value (`\`, `"` and line feeds).
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_label_set() {
+        let m = Metrics::default();
+        let allow = RequestLabels {
+            source: "spiffe://td/ns/a/sa/a",
+            destination: "b/b",
+            side: Direction::Ingress,
+            decision: "allow",
+            status: 200,
+        };
+        let deny = RequestLabels {
+            decision: "deny",
+            status: 403,
+            ..allow
+        };
+        m.request(&allow);
+        m.request(&allow);
+        m.request(&deny);
+        assert_eq!(m.request_count(&allow), 2);
+        assert_eq!(m.request_count(&deny), 1);
+        let text = m.render();
+        assert!(text.contains(
+            "palisade_requests_total{source=\"spiffe://td/ns/a/sa/a\",destination=\"b/b\",side=\"ingress\",decision=\"allow\",status=\"200\"} 2"
+        ));
+    }
+
+    #[test]
+    fn handshake_failures_by_reason() {
+        let m = Metrics::default();
+        m.handshake_failure("revoked");
+        m.handshake_failure("revoked");
+        assert!(m
+            .render()
+            .contains("palisade_tls_handshake_failures_total{reason=\"revoked\"} 2"));
+    }
+}

@@ -1,0 +1,18 @@
+//! What both sides of a call do to a request before and after deciding on it.
+//!
+//! - [`canonical`] — refuse what has no single meaning (framing, Host, method), then
+//!   the path and host rule of `palisade-authz`: the decision and the upstream see
+//!   the same request.
+//! - [`headers`] — identity headers (`x-forwarded-client-cert`, `x-palisade-*`)
+//!   and hop-by-hop headers stripped in both directions; identity set again only
+//!   from a verified peer.
+//! - [`request_id`] — the `x-request-id` both sides' decisions correlate on.
+//! - [`respond`] — every refusal a caller can see, mapped to its status in one place.
+
+pub mod canonical;
+pub mod headers;
+pub mod request_id;
+pub mod respond;
+
+pub use canonical::{canonicalize, Canonical};
+pub use respond::Refusal;
