@@ -33,6 +33,18 @@ pub enum Problem {
     #[error("the bundle has no `{name}`; create it (see policy/README.md)")]
     MissingFile { name: &'static str },
 
+    /// A file over the size limit.
+    #[error("the file is over the limit of {limit} bytes; split it or remove what is not needed")]
+    FileTooLarge { limit: usize },
+
+    /// More files than a bundle may hold.
+    #[error("the bundle has more than {limit} files; merge policy files or remove what is not needed")]
+    TooManyFiles { limit: usize },
+
+    /// More bytes than a bundle may hold.
+    #[error("the bundle's files are over the limit of {limit} bytes in all; remove what is not needed")]
+    BundleTooLarge { limit: usize },
+
     /// Something in the bundle directory that has no place there.
     #[error("unexpected {what}; {hint}")]
     UnexpectedEntry { what: String, hint: &'static str },

@@ -19,22 +19,26 @@ pub(crate) struct SourceFile {
 }
 
 impl SourceFile {
-    /// Reads `relative` under `root`.
+    /// Reads `relative` under `root` (at most [`crate::bundle::MAX_FILE_BYTES`]).
     pub(crate) fn read(root: &Path, relative: &str) -> Result<Self, Diagnostic> {
         let path = root.join(relative);
         let shown: Arc<str> = path.display().to_string().into();
-        match std::fs::read_to_string(&path) {
+        match crate::bundle::files::read_capped(&path) {
             Ok(text) => Ok(Self {
                 shown,
                 relative: relative.to_owned(),
                 text,
             }),
-            Err(error) => Err(Diagnostic::in_file(
-                Problem::Read {
-                    reason: error.to_string(),
-                },
-                shown,
-            )),
+            Err(problem) => Err(Diagnostic::in_file(problem, shown)),
+        }
+    }
+
+    /// A file of a bundle held in memory, shown as `shown`.
+    pub(crate) fn new(shown: Arc<str>, relative: &str, text: &str) -> Self {
+        Self {
+            shown,
+            relative: relative.to_owned(),
+            text: text.to_owned(),
         }
     }
 

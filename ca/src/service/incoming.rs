@@ -75,7 +75,7 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts connections forever, sending each completed handshake to `tx`.
-pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<io::Result<TlsConn>>) {
+pub async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<io::Result<TlsConn>>) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let (tcp, remote) = match listener.accept().await {
@@ -121,6 +121,6 @@ fn peer_info(io: &TlsStream<TcpStream>) -> PeerInfo {
 }
 
 /// Shared so tests and the CA's own renewals can build acceptors the same way.
-pub(crate) fn acceptor(config: rustls::ServerConfig) -> TlsAcceptor {
+pub fn acceptor(config: rustls::ServerConfig) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }

@@ -1,5 +1,7 @@
-//! Reading a bundle directory: every file, every check, every problem collected,
-//! and a [`Bundle`] only when there are none.
+//! Loading a bundle from its files: every check, every problem collected, and a
+//! [`Bundle`] only when there are none. The files come from a directory
+//! ([`load`], read once by `files.rs`) or from memory ([`load_files`]); the checks
+//! are the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -9,111 +11,177 @@ use cedar_policy::Validator;
 use palisade_authz::Direction;
 use palisade_ca::TrustDomain;
 
+use super::files::{self, BundleFiles, Shown};
 use super::policy::{self, Checks, Policy};
 use super::scope::Owner;
 use super::Bundle;
 use crate::egress::{self, EgressRules};
 use crate::error::{Diagnostic, Diagnostics, Problem};
-use crate::field::{is_dns_label, Fields};
+use crate::field::Fields;
 use crate::mesh;
 use crate::registry::{self, Registry};
 use crate::source::SourceFile;
 
 /// Loads and validates the bundle in `dir`: all of it, or every problem found.
+/// Paths in diagnostics are shown under `dir`.
 ///
 /// # Errors
 ///
 /// Every problem of the bundle, each with its file and, where it has one, its
 /// line, column and excerpt.
-pub fn load(dir: &Path) -> Result<Bundle, Diagnostics> {
-    let mut diagnostics = Diagnostics::default();
-    let mesh = match SourceFile::read(dir, "mesh.yaml") {
-        Ok(file) => mesh::parse(&file, &mut diagnostics),
-        Err(_) if !dir.join("mesh.yaml").exists() => {
-            let shown = dir.join("mesh.yaml").display().to_string();
-            diagnostics.push(Diagnostic::in_file(
-                Problem::MissingFile { name: "mesh.yaml" },
-                shown.into(),
-            ));
-            None
-        }
-        Err(diagnostic) => {
-            diagnostics.push(diagnostic);
-            None
-        }
+pub(super) fn load(dir: &Path) -> Result<(BundleFiles, Bundle), Diagnostics> {
+    let read = files::read(dir);
+    let source = Source {
+        files: &read.files,
+        shown: Shown::under(dir),
+        unreadable: &read.unreadable,
     };
-    let trust_domain = mesh.as_ref().map(mesh::MeshSettings::trust_domain);
-    let (registry, known) = read_registry(dir, trust_domain, &mut diagnostics);
-    let egress = read_egress(dir, &registry, trust_domain, known.as_ref(), &mut diagnostics);
-    let policies = read_policies(dir, trust_domain, &mut diagnostics);
-    match mesh {
-        Some(mesh) if diagnostics.is_empty() => Ok(Bundle::new(mesh, registry, egress, policies)),
-        None if diagnostics.is_empty() => Err(vec![Diagnostic::new(Problem::Internal("no mesh settings"))].into()),
-        _ => Err(diagnostics),
-    }
+    let bundle = source.load(read.diagnostics)?;
+    Ok((read.files, bundle))
 }
 
-/// `workloads.yaml` and `services.yaml`; also the workloads' IDs, `None` when
-/// `workloads.yaml` cannot be parsed (so that nothing is reported missing from it).
-fn read_registry(
-    dir: &Path,
-    trust_domain: Option<&TrustDomain>,
-    diagnostics: &mut Diagnostics,
-) -> (Registry, Option<BTreeSet<String>>) {
-    let mut workloads = BTreeMap::new();
-    let mut known = Some(BTreeSet::new());
-    if let Some(file) = optional(dir, "workloads.yaml", diagnostics) {
-        let entries: Option<Vec<registry::WorkloadEntry>> = parse(&file, diagnostics);
+/// Loads and validates a bundle held in memory; paths are shown as they are.
+pub(super) fn load_files(files: &BundleFiles) -> Result<Bundle, Diagnostics> {
+    let source = Source {
+        files,
+        shown: Shown::default(),
+        unreadable: &BTreeSet::new(),
+    };
+    source.load(Diagnostics::default())
+}
+
+/// The files being loaded and how to name them.
+struct Source<'a> {
+    files: &'a BundleFiles,
+    shown: Shown,
+    /// Files that exist but could not be read (already reported).
+    unreadable: &'a BTreeSet<String>,
+}
+
+impl Source<'_> {
+    /// Every check; `diagnostics` holds what reading the files found already.
+    fn load(&self, mut diagnostics: Diagnostics) -> Result<Bundle, Diagnostics> {
+        let layout = files::check(self.files, &self.shown, &mut diagnostics);
+        let mesh = match self.file("mesh.yaml") {
+            Some(file) => mesh::parse(&file, &mut diagnostics),
+            None => {
+                if !self.unreadable.contains("mesh.yaml") {
+                    let problem = Problem::MissingFile { name: "mesh.yaml" };
+                    diagnostics.push(Diagnostic::in_file(problem, self.shown.path("mesh.yaml")));
+                }
+                None
+            }
+        };
+        let trust_domain = mesh.as_ref().map(mesh::MeshSettings::trust_domain);
+        let (registry, known) = self.registry(trust_domain, &mut diagnostics);
+        let egress = self.egress(&registry, trust_domain, known.as_ref(), &mut diagnostics);
+        let policies = self.policies(&layout, trust_domain, &mut diagnostics);
+        match mesh {
+            Some(mesh) if diagnostics.is_empty() => Ok(Bundle::new(mesh, registry, egress, policies)),
+            None if diagnostics.is_empty() => Err(vec![Diagnostic::new(Problem::Internal("no mesh settings"))].into()),
+            _ => Err(diagnostics),
+        }
+    }
+
+    /// The file `relative`, when the bundle has it.
+    fn file(&self, relative: &str) -> Option<SourceFile> {
+        let text = self.files.get(relative)?;
+        Some(SourceFile::new(self.shown.path(relative), relative, text))
+    }
+
+    /// `workloads.yaml` and `services.yaml`; also the workloads' IDs, `None` when
+    /// `workloads.yaml` cannot be parsed (so that nothing is reported missing from it).
+    fn registry(
+        &self,
+        trust_domain: Option<&TrustDomain>,
+        diagnostics: &mut Diagnostics,
+    ) -> (Registry, Option<BTreeSet<String>>) {
+        let mut workloads = BTreeMap::new();
+        let mut known = Some(BTreeSet::new());
+        if let Some(file) = self.file("workloads.yaml") {
+            let entries: Option<Vec<registry::WorkloadEntry>> = parse(&file, diagnostics);
+            let mut fields = Fields {
+                file: &file,
+                trust_domain,
+                workloads: None,
+                diagnostics,
+            };
+            workloads = registry::workloads(entries.as_deref().unwrap_or_default(), &mut fields);
+            known = entries.map(|_| workloads.keys().cloned().collect());
+        }
+        let mut services = Vec::new();
+        if let Some(file) = self.file("services.yaml") {
+            let entries: Option<Vec<registry::ServiceEntry>> = parse(&file, diagnostics);
+            let mut fields = Fields {
+                file: &file,
+                trust_domain,
+                workloads: known.as_ref(),
+                diagnostics,
+            };
+            services = registry::services(entries.as_deref().unwrap_or_default(), &mut fields);
+        }
+        (Registry::new(workloads, services), known)
+    }
+
+    /// `egress.yaml`.
+    fn egress(
+        &self,
+        registry: &Registry,
+        trust_domain: Option<&TrustDomain>,
+        known: Option<&BTreeSet<String>>,
+        diagnostics: &mut Diagnostics,
+    ) -> EgressRules {
+        let Some(file) = self.file("egress.yaml") else {
+            return EgressRules::default();
+        };
+        let entries: Option<Vec<egress::EgressEntry>> = parse(&file, diagnostics);
         let mut fields = Fields {
             file: &file,
             trust_domain,
-            workloads: None,
+            workloads: known,
             diagnostics,
         };
-        workloads = registry::workloads(entries.as_deref().unwrap_or_default(), &mut fields);
-        known = entries.map(|_| workloads.keys().cloned().collect());
+        egress::parse(entries.as_deref().unwrap_or_default(), registry, &mut fields)
     }
-    let mut services = Vec::new();
-    if let Some(file) = optional(dir, "services.yaml", diagnostics) {
-        let entries: Option<Vec<registry::ServiceEntry>> = parse(&file, diagnostics);
-        let mut fields = Fields {
-            file: &file,
+
+    /// Every `policies/NS/{egress,ingress}/*.cedar`, namespaces and files in name order.
+    fn policies(
+        &self,
+        layout: &files::Layout<'_>,
+        trust_domain: Option<&TrustDomain>,
+        diagnostics: &mut Diagnostics,
+    ) -> Vec<Policy> {
+        if layout.policies.is_empty() {
+            return Vec::new();
+        }
+        let validator = match palisade_authz::schema() {
+            Ok(schema) => Validator::new(schema),
+            Err(_) => {
+                diagnostics.push(Diagnostic::new(Problem::Internal("the mesh schema does not parse")));
+                return Vec::new();
+            }
+        };
+        let mut checks = Checks {
+            validator: &validator,
             trust_domain,
-            workloads: known.as_ref(),
-            diagnostics,
+            ids: HashMap::new(),
         };
-        services = registry::services(entries.as_deref().unwrap_or_default(), &mut fields);
+        let mut policies = Vec::new();
+        for (namespace, [egress, ingress]) in &layout.policies {
+            for (direction, paths) in [(Direction::Egress, egress), (Direction::Ingress, ingress)] {
+                let owner = Owner {
+                    namespace: (*namespace).to_owned(),
+                    direction,
+                };
+                for path in paths {
+                    if let Some(source) = self.file(path) {
+                        policies.extend(policy::load(&source, &owner, &mut checks, diagnostics));
+                    }
+                }
+            }
+        }
+        policies
     }
-    (Registry::new(workloads, services), known)
-}
-
-/// `egress.yaml`.
-fn read_egress(
-    dir: &Path,
-    registry: &Registry,
-    trust_domain: Option<&TrustDomain>,
-    known: Option<&BTreeSet<String>>,
-    diagnostics: &mut Diagnostics,
-) -> EgressRules {
-    let Some(file) = optional(dir, "egress.yaml", diagnostics) else {
-        return EgressRules::default();
-    };
-    let entries: Option<Vec<egress::EgressEntry>> = parse(&file, diagnostics);
-    let mut fields = Fields {
-        file: &file,
-        trust_domain,
-        workloads: known,
-        diagnostics,
-    };
-    egress::parse(entries.as_deref().unwrap_or_default(), registry, &mut fields)
-}
-
-/// The file `name` of the bundle, `None` when it does not exist or cannot be read.
-fn optional(dir: &Path, name: &str, diagnostics: &mut Diagnostics) -> Option<SourceFile> {
-    if !dir.join(name).exists() {
-        return None;
-    }
-    SourceFile::read(dir, name).map_err(|d| diagnostics.push(d)).ok()
 }
 
 /// A YAML list; `None` after reporting an error.
@@ -121,141 +189,4 @@ fn parse<T: serde::de::DeserializeOwned>(file: &SourceFile, diagnostics: &mut Di
     file.parse_yaml()
         .map_err(|diagnostic| diagnostics.push(diagnostic))
         .ok()
-}
-
-/// Every `policies/NS/{ingress,egress}/*.cedar`, namespaces and files in name order.
-fn read_policies(dir: &Path, trust_domain: Option<&TrustDomain>, diagnostics: &mut Diagnostics) -> Vec<Policy> {
-    if !dir.join("policies").exists() {
-        return Vec::new();
-    }
-    let validator = match palisade_authz::schema() {
-        Ok(schema) => Validator::new(schema),
-        Err(_) => {
-            diagnostics.push(Diagnostic::new(Problem::Internal("the mesh schema does not parse")));
-            return Vec::new();
-        }
-    };
-    let mut checks = Checks {
-        validator: &validator,
-        trust_domain,
-        ids: HashMap::new(),
-    };
-    let mut policies = Vec::new();
-    for namespace in entries(dir, "policies", diagnostics) {
-        let relative = format!("policies/{}", namespace.name);
-        if !namespace.is_dir {
-            let hint = "`policies/` holds one directory per namespace";
-            diagnostics.push(unexpected(dir, &relative, "file", hint));
-        } else if !is_dns_label(&namespace.name) {
-            let problem = Problem::InvalidName {
-                what: "namespace",
-                name: namespace.name.clone(),
-            };
-            diagnostics.push(Diagnostic::in_file(problem, shown(dir, &relative)));
-        } else {
-            read_namespace(dir, &namespace.name, &mut checks, &mut policies, diagnostics);
-        }
-    }
-    policies
-}
-
-/// `policies/NS/`: its `egress/` and `ingress/` directories.
-fn read_namespace(
-    dir: &Path,
-    namespace: &str,
-    checks: &mut Checks<'_>,
-    out: &mut Vec<Policy>,
-    diagnostics: &mut Diagnostics,
-) {
-    for entry in entries(dir, &format!("policies/{namespace}"), diagnostics) {
-        let relative = format!("policies/{namespace}/{}", entry.name);
-        let direction = match entry.name.as_str() {
-            "egress" if entry.is_dir => Direction::Egress,
-            "ingress" if entry.is_dir => Direction::Ingress,
-            _ => {
-                let hint = "a namespace directory holds only `egress/` and `ingress/`";
-                diagnostics.push(unexpected(
-                    dir,
-                    &relative,
-                    if entry.is_dir { "directory" } else { "file" },
-                    hint,
-                ));
-                continue;
-            }
-        };
-        let owner = Owner {
-            namespace: namespace.to_owned(),
-            direction,
-        };
-        for file in entries(dir, &relative, diagnostics) {
-            let path = format!("{relative}/{}", file.name);
-            if file.is_dir || !file.name.ends_with(".cedar") {
-                let what = if file.is_dir { "directory" } else { "file" };
-                diagnostics.push(unexpected(
-                    dir,
-                    &path,
-                    what,
-                    "policy files end in `.cedar`; move or rename it",
-                ));
-                continue;
-            }
-            match SourceFile::read(dir, &path) {
-                Ok(source) => out.extend(policy::load(&source, &owner, checks, diagnostics)),
-                Err(diagnostic) => diagnostics.push(diagnostic),
-            }
-        }
-    }
-}
-
-/// One entry of a directory.
-struct Entry {
-    name: String,
-    is_dir: bool,
-}
-
-/// The entries of `dir/relative` in name order, hidden ones (`.name`) left out.
-fn entries(dir: &Path, relative: &str, diagnostics: &mut Diagnostics) -> Vec<Entry> {
-    let read = match std::fs::read_dir(dir.join(relative)) {
-        Ok(read) => read,
-        Err(error) => {
-            let problem = Problem::Read {
-                reason: error.to_string(),
-            };
-            diagnostics.push(Diagnostic::in_file(problem, shown(dir, relative)));
-            return Vec::new();
-        }
-    };
-    let mut entries = Vec::new();
-    for entry in read {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(error) => {
-                let problem = Problem::Read {
-                    reason: error.to_string(),
-                };
-                diagnostics.push(Diagnostic::in_file(problem, shown(dir, relative)));
-                continue;
-            }
-        };
-        let Ok(name) = entry.file_name().into_string() else {
-            let hint = "name files and directories in UTF-8";
-            diagnostics.push(unexpected(dir, relative, "entry with a non-UTF-8 name in", hint));
-            continue;
-        };
-        if !name.starts_with('.') {
-            let is_dir = entry.path().is_dir();
-            entries.push(Entry { name, is_dir });
-        }
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries
-}
-
-fn unexpected(dir: &Path, relative: &str, what: &str, hint: &'static str) -> Diagnostic {
-    let what = format!("{what} `{relative}`");
-    Diagnostic::in_file(Problem::UnexpectedEntry { what, hint }, shown(dir, relative))
-}
-
-fn shown(dir: &Path, relative: &str) -> std::sync::Arc<str> {
-    dir.join(relative).display().to_string().into()
 }

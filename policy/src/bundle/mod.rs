@@ -14,8 +14,13 @@
 //! `policies/` no policy (so every call is denied). [`load`] returns a [`Bundle`]
 //! only when every file and every check passes; otherwise every problem it found.
 //! A [`Bundle`] exists only as that parsed value: nothing constructs one otherwise.
+//!
+//! The loader runs over [`BundleFiles`], the bundle's files as text: [`load`] reads
+//! the directory once into them, [`load_files`] takes them from memory (a snapshot
+//! a proxy received). Both apply the same checks, the layout included.
 
 mod digest;
+pub(crate) mod files;
 mod load;
 mod policy;
 mod scope;
@@ -32,6 +37,7 @@ use crate::mesh::MeshSettings;
 use crate::registry::Registry;
 
 pub use digest::Digest;
+pub use files::{BundleFiles, MAX_FILES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 pub use policy::Policy;
 
 /// A valid bundle: mesh settings, registry, egress allowlist and policies.
@@ -51,7 +57,29 @@ pub struct Bundle {
 /// Every problem of the bundle (never just the first), each with its file and,
 /// where it has one, its line, column and excerpt. Nothing is loaded then.
 pub fn load(dir: impl AsRef<Path>) -> Result<Bundle, Diagnostics> {
+    load::load(dir.as_ref()).map(|(_, bundle)| bundle)
+}
+
+/// Loads the bundle in `dir` like [`load`], and returns the exact files it was
+/// loaded from with it: what the control plane validates is what it distributes,
+/// with no second read in between.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_with_files(dir: impl AsRef<Path>) -> Result<(BundleFiles, Bundle), Diagnostics> {
     load::load(dir.as_ref())
+}
+
+/// Loads and validates a bundle held in memory, with the same checks as [`load`]
+/// (the layout included: a path with no place in a bundle is an error).
+/// Diagnostics show the paths as they are, relative to the bundle.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_files(files: &BundleFiles) -> Result<Bundle, Diagnostics> {
+    load::load_files(files)
 }
 
 impl Bundle {

@@ -1,0 +1,238 @@
+//! The bundle directory, watched: each valid change becomes the next published
+//! version; an invalid one is reported and changes nothing.
+//!
+//! The directory is read once per attempt into [`BundleFiles`], and that exact set
+//! is validated and, when valid, published: no file is read again between the
+//! check and the distribution. Changes are noticed by `notify` (debounced, so an
+//! editor's burst of writes is one attempt) and, as a fallback for events it
+//! misses (editors that replace files by renaming, network file systems), by
+//! polling.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::bundle::{load_with_files, Bundle, BundleFiles, Digest};
+use crate::error::{Diagnostic, Diagnostics, Problem};
+use crate::snapshot::SnapshotDigest;
+
+/// A valid bundle as the control plane serves it.
+#[derive(Debug)]
+pub struct Published {
+    /// 1 for the bundle read at start, one more for each change published since.
+    pub version: u64,
+    /// The exact files that were validated, and that proxies are sent parts of.
+    pub files: BundleFiles,
+    /// The digest of `files`.
+    pub digest: SnapshotDigest,
+    /// `files`, loaded.
+    pub bundle: Bundle,
+}
+
+/// One attempt to load the bundle directory, for the policy audit trail.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PolicyEvent {
+    /// A valid, changed bundle was published as `version`.
+    Accepted {
+        version: u64,
+        /// The digest of its files.
+        digest: SnapshotDigest,
+        /// The digest of what it means ([`Bundle::digest`]).
+        bundle_digest: Digest,
+    },
+    /// A changed bundle was invalid: nothing was published, the last version stays.
+    Rejected {
+        /// Every problem found; `Display` renders them like rustc.
+        diagnostics: Diagnostics,
+    },
+}
+
+/// Where the bundle is and how often to look.
+#[derive(Debug, Clone)]
+pub struct WatchParams {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// How long to wait after a change event for more of them before reading.
+    pub debounce: Duration,
+    /// How often to read the directory even without an event.
+    pub poll: Duration,
+}
+
+impl WatchParams {
+    /// Watches `dir` with a 100 ms debounce and a 2 s poll.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            debounce: Duration::from_millis(100),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running watch: the published bundles, and the task that publishes them. The
+/// task ends when every receiver is dropped.
+#[derive(Debug)]
+pub struct BundleWatch {
+    /// The current published bundle, updated on each new version.
+    pub published: watch::Receiver<Arc<Published>>,
+    pub task: JoinHandle<()>,
+}
+
+/// Loads the bundle in `params.dir` and watches it. Every attempt that saw a
+/// change (the first load included) is reported to `on_event`, once: a bundle
+/// that stays invalid is not reported again on each poll.
+///
+/// # Errors
+///
+/// The problems of the bundle when it is invalid at start: the control plane
+/// should not start without a valid policy.
+pub async fn watch_bundle(
+    params: WatchParams,
+    mut on_event: impl FnMut(&PolicyEvent) + Send + 'static,
+) -> Result<BundleWatch, Diagnostics> {
+    let (files, bundle) = attempt(params.dir.clone()).await?;
+    let first = Published {
+        version: 1,
+        digest: SnapshotDigest::of(&files),
+        files,
+        bundle,
+    };
+    on_event(&accepted(&first));
+    tracing::info!(version = 1, digest = %first.digest, dir = %params.dir.display(), "policy bundle loaded");
+    let last = Ok(first.digest);
+    let (tx, published) = watch::channel(Arc::new(first));
+    let watcher = Watch {
+        params,
+        tx,
+        on_event: Box::new(on_event),
+        last,
+    };
+    let task = tokio::spawn(watcher.run());
+    Ok(BundleWatch { published, task })
+}
+
+/// The state of the watch task.
+struct Watch {
+    params: WatchParams,
+    tx: watch::Sender<Arc<Published>>,
+    on_event: Box<dyn FnMut(&PolicyEvent) + Send>,
+    /// What the last attempt found: the digest of valid files, or the rendered
+    /// problems. An attempt finding the same is not reported again.
+    last: Result<SnapshotDigest, String>,
+}
+
+impl Watch {
+    async fn run(mut self) {
+        let (changes, mut changed) = mpsc::channel(1);
+        let _watcher = self.notify(changes.clone());
+        let mut poll = tokio::time::interval(self.params.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        loop {
+            tokio::select! {
+                () = self.tx.closed() => return,
+                _ = changed.recv() => {
+                    tokio::time::sleep(self.params.debounce).await;
+                    while changed.try_recv().is_ok() {}
+                }
+                _ = poll.tick() => {}
+            }
+            self.reload().await;
+        }
+    }
+
+    /// Starts `notify` on the directory; `None` (polling only) when it cannot.
+    fn notify(&self, changes: mpsc::Sender<()>) -> Option<RecommendedWatcher> {
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Reading the files makes access events: they change nothing.
+            if !matches!(
+                event,
+                Ok(notify::Event {
+                    kind: EventKind::Access(_),
+                    ..
+                })
+            ) {
+                let _ = changes.try_send(());
+            }
+        };
+        let started = notify::recommended_watcher(handler).and_then(|mut watcher| {
+            watcher.watch(&self.params.dir, RecursiveMode::Recursive)?;
+            Ok(watcher)
+        });
+        match started {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                let dir = self.params.dir.display();
+                tracing::warn!(error = %e, %dir, "cannot watch the bundle directory for changes; polling it only");
+                None
+            }
+        }
+    }
+
+    /// Reads and checks the directory; publishes the next version when the bundle
+    /// is valid and changed.
+    async fn reload(&mut self) {
+        let result = attempt(self.params.dir.clone()).await;
+        let seen = match &result {
+            Ok((files, _)) => Ok(SnapshotDigest::of(files)),
+            Err(diagnostics) => Err(diagnostics.to_string()),
+        };
+        if seen == self.last {
+            return;
+        }
+        self.last = seen;
+        match result {
+            Ok((files, bundle)) => self.publish(files, bundle),
+            Err(diagnostics) => {
+                tracing::warn!(
+                    dir = %self.params.dir.display(),
+                    "the changed policy bundle is invalid; version {} stays\n{diagnostics}",
+                    self.tx.borrow().version,
+                );
+                (self.on_event)(&PolicyEvent::Rejected { diagnostics });
+            }
+        }
+    }
+
+    fn publish(&mut self, files: BundleFiles, bundle: Bundle) {
+        let current = Arc::clone(&self.tx.borrow());
+        let digest = SnapshotDigest::of(&files);
+        if digest == current.digest {
+            tracing::info!(
+                version = current.version,
+                "the policy bundle is valid again, and unchanged"
+            );
+            return;
+        }
+        let next = Published {
+            version: current.version.saturating_add(1),
+            files,
+            digest,
+            bundle,
+        };
+        tracing::info!(version = next.version, digest = %next.digest, "policy bundle published");
+        (self.on_event)(&accepted(&next));
+        self.tx.send_replace(Arc::new(next));
+    }
+}
+
+fn accepted(published: &Published) -> PolicyEvent {
+    PolicyEvent::Accepted {
+        version: published.version,
+        digest: published.digest,
+        bundle_digest: published.bundle.digest(),
+    }
+}
+
+/// Reads and loads the directory off the async runtime.
+async fn attempt(dir: PathBuf) -> Result<(BundleFiles, Bundle), Diagnostics> {
+    match tokio::task::spawn_blocking(move || load_with_files(&dir)).await {
+        Ok(result) => result,
+        Err(_) => Err(vec![Diagnostic::new(Problem::Internal("the bundle loading task failed"))].into()),
+    }
+}
