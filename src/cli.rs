@@ -26,6 +26,150 @@ pub enum Command {
     /// Policy bundles: validate, format, explain a request, run policy tests, analyze.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The control plane: validates the policy bundle and streams each proxy its snapshot.
+    #[command(subcommand)]
+    ControlPlane(ControlPlaneCommand),
+    /// The sidecar: mTLS between workloads, egress and ingress decisions on every request.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Pieces of the local demo mesh.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// A small HTTP app (HTTP/1.1 and h2c) that answers every request with what it saw.
+    ///
+    /// The answer is JSON: the app's name, the method and target it received, the caller
+    /// from `x-forwarded-client-cert` and the `x-request-id`. gRPC requests (content-type
+    /// application/grpc) get that JSON as one gRPC message and `grpc-status: 0`. Used by
+    /// the demo and the proxy benchmark as the workload behind a sidecar.
+    App(DemoApp),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoApp {
+    /// The name the app answers with.
+    #[arg(long, default_value = "app")]
+    pub name: String,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlPlaneCommand {
+    /// Serve policy snapshots to proxies over mTLS, following edits of the bundle directory.
+    ///
+    /// Loads and validates DIR; refuses to start if it is invalid. Then watches DIR and
+    /// publishes a new version only when the whole bundle is valid again: an invalid edit
+    /// is logged with its errors and changes nothing. Each proxy, identified by its SVID,
+    /// receives only what applies to it and ACKs or NACKs each version; `control-plane
+    /// status` shows which proxy runs which version.
+    ///
+    /// The control plane's own SVID (spiffe://TD/ns/palisade-system/sa/palisade-control-plane)
+    /// comes from the CA with a join token: `palisade ca token create --spiffe-id ...`.
+    Serve(ControlPlaneServe),
+    /// Which proxy runs which snapshot version (from the control plane's admin port).
+    Status(ControlPlaneStatus),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneServe {
+    /// The policy bundle directory (mesh.yaml, workloads.yaml, services.yaml, egress.yaml, policies/).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Address proxies connect to; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub listen: SocketAddr,
+    /// The CA's address (host:port).
+    #[arg(long, env = "PALISADE_CA_ADDR")]
+    pub ca: String,
+    /// The trust bundle (PEM roots), e.g. the CA directory's bundle.pem.
+    #[arg(long)]
+    pub trust_bundle: PathBuf,
+    /// A join token for the control plane's identity (from `palisade ca token create`).
+    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// The admin port (plain HTTP, keep it on loopback): /ready, /proxies, /metrics.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneStatus {
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub admin: SocketAddr,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Run a sidecar beside one workload.
+    ///
+    /// Settings come from --config (YAML, camelCase keys: id, joinToken, svidCert, svidKey,
+    /// trustBundle, ca, controlPlane, inbound, app, appProtocol, outbound, admin, svidTtl);
+    /// each flag below overrides its key. The app sends plain HTTP to --outbound (as a
+    /// proxy, `http://SERVICE-HOST/path`, or with the service's Host); other sidecars
+    /// reach this one on --inbound over mTLS; allowed requests reach the app at --app.
+    /// Until the first policy snapshot arrives every request is denied and /ready is 503.
+    Run(ProxyRun),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyRun {
+    /// A YAML file with the settings below (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The workload's SPIFFE ID, e.g. spiffe://shop.example/ns/web/sa/frontend.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// A join token for the first SVID (from `palisade ca token create`).
+    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// An existing SVID chain (PEM) instead of a join token; renewed through the CA.
+    #[arg(long, requires = "svid_key")]
+    pub svid_cert: Option<PathBuf>,
+    /// The key of --svid-cert (PKCS#8 PEM).
+    #[arg(long, requires = "svid_cert")]
+    pub svid_key: Option<PathBuf>,
+    /// The trust bundle (PEM roots), e.g. the CA directory's bundle.pem.
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+    /// The CA's address (host:port).
+    #[arg(long)]
+    pub ca: Option<String>,
+    /// The control plane's address (host:port).
+    #[arg(long)]
+    pub control_plane: Option<String>,
+    /// mTLS listener for other sidecars [default: 0.0.0.0:15006].
+    #[arg(long)]
+    pub inbound: Option<SocketAddr>,
+    /// The app, on loopback, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub app: Option<SocketAddr>,
+    /// How to speak to the app: auto (gRPC over h2c, the rest HTTP/1.1), http1 or h2.
+    #[arg(long, value_enum)]
+    pub app_protocol: Option<AppProtocolArg>,
+    /// Plain-HTTP listener for the app, loopback only [default: 127.0.0.1:15001].
+    #[arg(long)]
+    pub outbound: Option<SocketAddr>,
+    /// Admin listener: /ready, /live, /metrics, /config [default: 127.0.0.1:15000].
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Requested SVID lifetime, e.g. 30m or 1h (the CA caps it).
+    #[arg(long)]
+    pub svid_ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppProtocolArg {
+    Auto,
+    Http1,
+    H2,
 }
 
 #[derive(Debug, Subcommand)]

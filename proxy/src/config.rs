@@ -1,1 +1,271 @@
-//! Not built yet.
+//! The proxy's settings: a YAML file (`palisade proxy run --config FILE`) whose
+//! every field is also a command-line flag; flags win. Parsed once into a
+//! [`ProxyConfig`], with every bad or missing value named.
+//!
+//! ```yaml
+//! id: spiffe://shop.example/ns/web/sa/frontend   # the workload's SPIFFE ID
+//! joinToken: 3f…                                   # first SVID (or svidCert + svidKey)
+//! trustBundle: /etc/palisade/bundle.pem            # roots of the trust domain
+//! ca: 127.0.0.1:8443                               # the CA
+//! controlPlane: 127.0.0.1:15010                    # policy snapshots
+//! inbound: 0.0.0.0:15006                           # mTLS from other sidecars
+//! app: 127.0.0.1:8080                              # the workload, on loopback
+//! appProtocol: auto                                # auto | http1 | h2
+//! outbound: 127.0.0.1:15001                        # the app's plain HTTP, loopback only
+//! admin: 127.0.0.1:15000                           # /ready /metrics /config
+//! svidTtl: 1h                                      # requested SVID lifetime
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_ca::{SpiffeId, SpiffeIdError};
+use serde::Deserialize;
+
+/// Where the outbound listener binds when nothing says otherwise (loopback only).
+pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
+/// Where the inbound listener binds when nothing says otherwise.
+pub const DEFAULT_INBOUND: &str = "0.0.0.0:15006";
+/// Where the admin listener binds when nothing says otherwise.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+
+/// How the sidecar talks to its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// gRPC over HTTP/2 (prior knowledge), everything else over HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    H2,
+}
+
+/// The file, or the flags: every field optional until [`ConfigLayer::resolve`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigLayer {
+    pub id: Option<String>,
+    pub join_token: Option<String>,
+    pub svid_cert: Option<PathBuf>,
+    pub svid_key: Option<PathBuf>,
+    pub trust_bundle: Option<PathBuf>,
+    pub ca: Option<String>,
+    pub control_plane: Option<String>,
+    pub inbound: Option<SocketAddr>,
+    pub app: Option<SocketAddr>,
+    pub app_protocol: Option<AppProtocol>,
+    pub outbound: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// A duration such as `30m` or `1h`.
+    pub svid_ttl: Option<String>,
+}
+
+/// How the first SVID is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstSvid {
+    /// A single-use join token from `palisade ca token create`.
+    JoinToken(String),
+    /// An SVID already on disk (chain PEM and key PEM), renewed through the CA.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Complete, checked settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub id: SpiffeId,
+    pub first_svid: FirstSvid,
+    pub trust_bundle: PathBuf,
+    pub ca: String,
+    pub control_plane: String,
+    pub inbound: SocketAddr,
+    pub app: SocketAddr,
+    pub app_protocol: AppProtocol,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub svid_ttl: Option<Duration>,
+}
+
+/// A setting is missing or wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read the proxy config `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the proxy config `{path}` is not valid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("`{field}` is required: set it in the config file or pass --{flag}")]
+    Missing { field: &'static str, flag: &'static str },
+    #[error("`id` is not a SPIFFE ID: {0}")]
+    Id(#[from] SpiffeIdError),
+    #[error("give the first SVID one way: `joinToken`, or `svidCert` with `svidKey` (not both)")]
+    Credential,
+    #[error("`{field}` must be a loopback address, not `{addr}`: {why}")]
+    NotLoopback {
+        field: &'static str,
+        addr: SocketAddr,
+        why: &'static str,
+    },
+    #[error("`svidTtl` is `{0}`: use a duration such as `30m` or `1h` (at most 24h)")]
+    Ttl(String),
+}
+
+impl ConfigLayer {
+    /// Reads a YAML config file.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be read or parsed (unknown fields included).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// This layer with `over`'s set fields taking precedence.
+    pub fn overridden_by(self, over: Self) -> Self {
+        Self {
+            id: over.id.or(self.id),
+            join_token: over.join_token.or(self.join_token),
+            svid_cert: over.svid_cert.or(self.svid_cert),
+            svid_key: over.svid_key.or(self.svid_key),
+            trust_bundle: over.trust_bundle.or(self.trust_bundle),
+            ca: over.ca.or(self.ca),
+            control_plane: over.control_plane.or(self.control_plane),
+            inbound: over.inbound.or(self.inbound),
+            app: over.app.or(self.app),
+            app_protocol: over.app_protocol.or(self.app_protocol),
+            outbound: over.outbound.or(self.outbound),
+            admin: over.admin.or(self.admin),
+            svid_ttl: over.svid_ttl.or(self.svid_ttl),
+        }
+    }
+
+    /// Checks the settings and fills in defaults.
+    ///
+    /// # Errors
+    ///
+    /// The first missing or wrong setting.
+    pub fn resolve(self) -> Result<ProxyConfig, ConfigError> {
+        let missing = |field, flag| ConfigError::Missing { field, flag };
+        let id = SpiffeId::parse(&self.id.ok_or(missing("id", "id"))?)?;
+        let first_svid = match (self.join_token, self.svid_cert, self.svid_key) {
+            (Some(token), None, None) => FirstSvid::JoinToken(token),
+            (None, Some(cert), Some(key)) => FirstSvid::Files { cert, key },
+            _ => return Err(ConfigError::Credential),
+        };
+        let outbound = self.outbound.unwrap_or_else(|| default_addr(DEFAULT_OUTBOUND));
+        let app = self.app.ok_or(missing("app", "app"))?;
+        loopback(
+            "outbound",
+            outbound,
+            "the outbound port speaks plain HTTP as this workload",
+        )?;
+        loopback("app", app, "requests reach the app unencrypted")?;
+        let svid_ttl = self.svid_ttl.map(|t| parse_ttl(&t)).transpose()?;
+        Ok(ProxyConfig {
+            id,
+            first_svid,
+            trust_bundle: self.trust_bundle.ok_or(missing("trustBundle", "trust-bundle"))?,
+            ca: self.ca.ok_or(missing("ca", "ca"))?,
+            control_plane: self.control_plane.ok_or(missing("controlPlane", "control-plane"))?,
+            inbound: self.inbound.unwrap_or_else(|| default_addr(DEFAULT_INBOUND)),
+            app,
+            app_protocol: self.app_protocol.unwrap_or_default(),
+            outbound,
+            admin: self.admin.unwrap_or_else(|| default_addr(DEFAULT_ADMIN)),
+            svid_ttl,
+        })
+    }
+}
+
+fn default_addr(addr: &str) -> SocketAddr {
+    addr.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn loopback(field: &'static str, addr: SocketAddr, why: &'static str) -> Result<(), ConfigError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ConfigError::NotLoopback { field, addr, why })
+    }
+}
+
+/// `90s`, `30m`, `1h`: a number and one unit; between 1 minute and 24 hours.
+pub fn parse_ttl(text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Ttl(text.to_owned());
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if !(60..=86_400).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(yaml: &str) -> ConfigLayer {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str = "id: spiffe://td/ns/a/sa/b\njoinToken: t\ntrustBundle: b.pem\nca: 127.0.0.1:1\ncontrolPlane: 127.0.0.1:2\napp: 127.0.0.1:8080\n";
+
+    #[test]
+    fn a_complete_file_resolves_with_safe_defaults() {
+        let config = layer(BASE).resolve().unwrap();
+        assert_eq!(config.outbound, "127.0.0.1:15001".parse().unwrap());
+        assert_eq!(config.admin, "127.0.0.1:15000".parse().unwrap());
+        assert_eq!(config.app_protocol, AppProtocol::Auto);
+        assert_eq!(config.first_svid, FirstSvid::JoinToken("t".into()));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let flags = ConfigLayer {
+            app: Some("127.0.0.1:9090".parse().unwrap()),
+            ..ConfigLayer::default()
+        };
+        let config = layer(BASE).overridden_by(flags).resolve().unwrap();
+        assert_eq!(config.app, "127.0.0.1:9090".parse().unwrap());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [("idd: x\n", "unknown field"), ("ca: [1]\n", "invalid type")];
+        for (yaml, expected) in cases {
+            let error = serde_yaml_ng::from_str::<ConfigLayer>(yaml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        let no_app = BASE.replace("app: 127.0.0.1:8080\n", "");
+        assert!(matches!(
+            layer(&no_app).resolve(),
+            Err(ConfigError::Missing { field: "app", .. })
+        ));
+        let both = format!("{BASE}svidCert: c.pem\nsvidKey: k.pem\n");
+        assert!(matches!(layer(&both).resolve(), Err(ConfigError::Credential)));
+        let exposed = format!("{BASE}outbound: 0.0.0.0:15001\n");
+        assert!(matches!(
+            layer(&exposed).resolve(),
+            Err(ConfigError::NotLoopback { field: "outbound", .. })
+        ));
+        let bad_id = BASE.replace("spiffe://td/ns/a/sa/b", "spiffe://TD/x");
+        assert!(matches!(layer(&bad_id).resolve(), Err(ConfigError::Id(_))));
+        let ttl = format!("{BASE}svidTtl: 2d\n");
+        assert!(matches!(layer(&ttl).resolve(), Err(ConfigError::Ttl(_))));
+    }
+}

@@ -58,14 +58,7 @@ fn init(a: cli::CaInit) -> anyhow::Result<u8> {
 async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
     let dir = CaDir::new(&a.dir.dir);
     let td = dir.config()?.trust_domain;
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-        }
-        tracing::info!("shutting down");
-    };
+    let shutdown = super::shutdown_signal();
     serve(
         ServeParams {
             dir,

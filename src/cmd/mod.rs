@@ -1,7 +1,10 @@
 //! One module per noun; each verb is a function taking its parsed arguments.
 
 mod ca;
+mod control_plane;
+mod demo;
 mod policy;
+mod proxy;
 
 use crate::cli::Command;
 use crate::exit;
@@ -11,6 +14,9 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Ca(c) => ca::run(c).await,
         Command::Policy(c) => policy::run(c).await,
+        Command::ControlPlane(c) => control_plane::run(c).await,
+        Command::Proxy(c) => proxy::run(c).await,
+        Command::Demo(c) => demo::run(c).await,
     }
 }
 
@@ -35,3 +41,21 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -10,5 +10,6 @@
 )]
 
 mod ca;
+mod mesh;
 mod policy;
 mod support;

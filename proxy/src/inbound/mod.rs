@@ -1,1 +1,314 @@
-//! Inbound: being built.
+//! Inbound: the callee's half of every mesh call.
+//!
+//! A connection goes through, in order:
+//!
+//! 1. `tls` — TLS 1.3 with a required client SVID, verified against the trust
+//!    bundle, the SPIFFE rules and the revocations; bounded in time and in how many
+//!    handshakes may be pending.
+//! 2. `connection` — the peer's identity within its connection cap and registered,
+//!    so a revocation cuts the live connection; then HTTP/2 (ALPN `h2`) or HTTP/1.1,
+//!    with header, stream and timeout limits. No h2c upgrade.
+//!
+//! and each request, in order (`handle_request`):
+//!
+//! 1. `framing` — an HTTP/1 head that framed its body two ways: 400;
+//! 2. `x-request-id` kept or set;
+//! 3. canonicalized (`SECURITY.md` §1) on the headers as received, since framing
+//!    and upgrade checks need the hop-by-hop headers;
+//! 4. hop-by-hop and identity headers stripped;
+//! 5. `authorize` — the service the host names must be served here (else 421),
+//!    then the callee's ingress policies decide (none yet: 403, fail-closed);
+//! 6. `forward` — `x-forwarded-client-cert` set from the verified peer, and the
+//!    canonical request streamed to the app on loopback.
+//!
+//! Every request is counted in the metrics and its decision logged.
+
+mod authorize;
+mod connection;
+mod forward;
+mod framing;
+#[cfg(test)]
+mod tests;
+mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use palisade_authz::{Direction, Effect};
+use palisade_ca::svid::unix_seconds;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use authorize::DecisionRecord;
+
+use self::authorize::{authorize, Ask};
+use self::connection::PeerSlots;
+use self::forward::{App, Target};
+use self::framing::Heads;
+use self::tls::{Alpn, Peer};
+use crate::context::Context;
+use crate::metrics::RequestLabels;
+use crate::request::request_id::{self, REQUEST_ID};
+use crate::request::respond::ProxyBody;
+use crate::request::{canonicalize, headers, Canonical, Refusal};
+
+/// One inbound listener's settings.
+#[derive(Debug)]
+pub struct Inbound {
+    pub ctx: Arc<Context>,
+    /// The app beside this sidecar, on loopback.
+    pub app: SocketAddr,
+    pub app_protocol: AppProtocol,
+}
+
+pub use crate::config::AppProtocol;
+
+/// Serves the inbound port until the task running it is aborted; the connections
+/// it spawned end with it.
+pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
+    let shared = match Listener::new(&inbound) {
+        Ok(shared) => Arc::new(shared),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the inbound TLS configuration; inbound port not served");
+            return;
+        }
+    };
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => shared.accept(&mut connections, tcp, remote),
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+struct Listener {
+    ctx: Arc<Context>,
+    acceptor: TlsAcceptor,
+    pending: tls::Pending,
+    peers: Arc<PeerSlots>,
+    app: App,
+}
+
+/// What every request of one connection shares.
+#[derive(Debug)]
+struct Connection {
+    listener: Arc<Listener>,
+    peer: Peer,
+    /// HTTP/1 only: the framing of each request head, in order.
+    heads: Option<Arc<Heads>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("id", &self.ctx.id)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    fn new(inbound: &Inbound) -> Result<Self, rustls::Error> {
+        let ctx = Arc::clone(&inbound.ctx);
+        Ok(Self {
+            acceptor: tls::acceptor(&ctx)?,
+            pending: tls::Pending::new(ctx.limits.max_pending_handshakes),
+            peers: Arc::default(),
+            app: App::new(inbound.app, inbound.app_protocol, ctx.limits.connect_timeout),
+            ctx,
+        })
+    }
+
+    /// Spawns the connection, unless too many handshakes are pending already.
+    fn accept(self: &Arc<Self>, connections: &mut JoinSet<()>, tcp: TcpStream, remote: SocketAddr) {
+        let Some(permit) = self.pending.try_enter() else {
+            self.ctx.metrics.handshake_failure("too_many_pending");
+            tracing::warn!(%remote, limit = self.ctx.limits.max_pending_handshakes, "too many inbound TLS handshakes in progress; connection closed");
+            return;
+        };
+        connections.spawn(handle_connection(Arc::clone(self), tcp, remote, permit));
+    }
+}
+
+/// One connection: TLS, then the peer admitted, then HTTP.
+async fn handle_connection(listener: Arc<Listener>, tcp: TcpStream, remote: SocketAddr, pending: OwnedSemaphorePermit) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = tls::handshake(&listener.acceptor, &listener.ctx, tcp, remote).await;
+    drop(pending);
+    let Some((tls, peer)) = handshake else {
+        return;
+    };
+    let Some(admission) = connection::admit(&listener.ctx, &listener.peers, &peer) else {
+        return;
+    };
+    let ctx = Arc::clone(&listener.ctx);
+    let limits = &ctx.limits;
+    let service = |heads| {
+        let connection = Arc::new(Connection {
+            listener: Arc::clone(&listener),
+            peer: peer.clone(),
+            heads,
+        });
+        service_fn(move |request| handle_request(Arc::clone(&connection), request))
+    };
+    match peer.alpn {
+        Alpn::H2 => connection::serve_h2(tls, limits, service(None), admission.close, &peer).await,
+        Alpn::Http1 => {
+            let (io, heads) = framing::track(tls, limits);
+            connection::serve_h1(io, limits, service(Some(heads)), admission.close, &peer).await;
+        }
+    }
+}
+
+/// One request, every step in order; see the module documentation.
+async fn handle_request(
+    connection: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let ctx = &connection.listener.ctx;
+    let (mut parts, body) = request.into_parts();
+    let request_id = request_id::ensure(&mut parts.headers);
+    let (response, destination, decision) = match check(&connection, &mut parts, &request_id) {
+        Ok(allowed) => {
+            headers::set_xfcc(&mut parts.headers, &ctx.id, &connection.peer.id);
+            let target = Target {
+                path: allowed.canonical.path.request_target(),
+                host: &allowed.canonical.host,
+                protocol: allowed.canonical.protocol,
+            };
+            let response = match connection.listener.app.forward(parts, body, &target).await {
+                Ok(response) => app_response(response, &request_id),
+                Err(refusal) => refusal.into_response(&request_id),
+            };
+            (response, allowed.destination, "allow")
+        }
+        Err(refused) => {
+            let decision = refused.refusal.label();
+            (
+                refused.refusal.into_response(&request_id),
+                refused.destination,
+                decision,
+            )
+        }
+    };
+    ctx.metrics.request(&RequestLabels {
+        source: connection.peer.id.as_str(),
+        destination: &destination,
+        side: Direction::Ingress,
+        decision,
+        status: response.status().as_u16(),
+    });
+    Ok(response)
+}
+
+/// A request that may go to the app.
+struct Allowed {
+    canonical: Canonical,
+    destination: String,
+}
+
+/// A request answered by the sidecar itself.
+struct Refused {
+    refusal: Refusal,
+    /// The service, the requested host, or `unknown` before the host is known.
+    destination: String,
+}
+
+impl Refused {
+    fn early(refusal: Refusal) -> Self {
+        tracing::debug!(reason = refusal.label(), "inbound request refused before authorization");
+        Self {
+            refusal,
+            destination: "unknown".to_owned(),
+        }
+    }
+}
+
+/// Steps 1–5: framing, canonical form, sanitized headers, the ingress decision.
+fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -> Result<Allowed, Refused> {
+    let ctx = &connection.listener.ctx;
+    if let Some(refusal) = connection.heads.as_ref().and_then(|heads| heads.next().refusal()) {
+        return Err(Refused::early(refusal));
+    }
+    let canonical = canonicalize(parts, None).map_err(Refused::early)?;
+    headers::sanitize(&mut parts.headers);
+    // A `Connection: x-request-id` header cannot remove the id either.
+    parts.headers.insert(REQUEST_ID.clone(), request_id.clone());
+    let view = headers::policy_view(&parts.headers).map_err(|refusal| Refused {
+        refusal,
+        destination: canonical.host.name().to_owned(),
+    })?;
+    let state = ctx.policy.load();
+    let verdict = authorize(
+        state.as_deref(),
+        &Ask {
+            local: &ctx.id,
+            peer: &connection.peer.id,
+            source_ip: connection.peer.addr.ip().to_canonical(),
+            request_id,
+            request: &canonical,
+            headers: &view,
+            time_unix: unix_seconds(SystemTime::now()),
+        },
+    );
+    log_decision(&verdict.record);
+    let destination = verdict.record.destination;
+    match verdict.refusal {
+        None => Ok(Allowed { canonical, destination }),
+        Some(refusal) => Err(Refused { refusal, destination }),
+    }
+}
+
+fn log_decision(record: &DecisionRecord) {
+    let policies = record.determining.join(",");
+    let dry_run_policies = record.dry_run_determining.join(",");
+    macro_rules! log {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                request_id = %record.request_id,
+                peer = %record.peer,
+                service = %record.destination,
+                method = ?record.action,
+                path = %record.path,
+                effect = ?record.effect,
+                policies = %policies,
+                dry_run_deny = record.dry_run_deny,
+                dry_run_policies = %dry_run_policies,
+                errors = ?record.errors,
+                snapshot = ?record.snapshot_version,
+                "ingress decision"
+            )
+        };
+    }
+    if record.effect == Effect::Allow && !record.dry_run_deny {
+        log!(tracing::Level::DEBUG);
+    } else {
+        log!(tracing::Level::INFO);
+    }
+}
+
+/// The app's response as the caller gets it: no hop-by-hop or identity headers,
+/// and the request id.
+fn app_response(mut response: Response<Incoming>, request_id: &HeaderValue) -> Response<ProxyBody> {
+    headers::sanitize(response.headers_mut());
+    response.headers_mut().insert(REQUEST_ID.clone(), request_id.clone());
+    response.map(Either::Left)
+}

@@ -28,6 +28,8 @@ pub enum Refusal {
     TargetTooLong,
     /// Too many or too large headers: 431.
     HeadersTooLarge,
+    /// The request names a host this workload does not serve: 421.
+    Misdirected,
     /// A protocol upgrade (WebSocket, h2c): 501, not supported yet.
     UpgradeUnsupported,
     /// The destination could not be reached: 502.
@@ -45,6 +47,7 @@ impl Refusal {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TargetTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +62,7 @@ impl Refusal {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TargetTooLong => "target_too_long",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::Misdirected => "misdirected",
             Self::UpgradeUnsupported => "upgrade_unsupported",
             Self::BadGateway(_) => "bad_gateway",
             Self::Unavailable(_) => "unavailable",
@@ -106,6 +110,9 @@ impl Refusal {
             | Self::Unavailable(reason) => reason.clone(),
             Self::TargetTooLong => "the request-target is too long".to_owned(),
             Self::HeadersTooLarge => "the request headers are too many or too large".to_owned(),
+            Self::Misdirected => {
+                "this workload does not serve the requested host; check the host the request names".to_owned()
+            }
             Self::UpgradeUnsupported => "protocol upgrades are not supported through the mesh".to_owned(),
         }
     }
@@ -137,6 +144,7 @@ mod tests {
     fn statuses() {
         assert_eq!(Refusal::HeadersTooLarge.status(), 431);
         assert_eq!(Refusal::TargetTooLong.status(), 414);
+        assert_eq!(Refusal::Misdirected.status(), 421);
         assert_eq!(Refusal::BadRequest(String::new()).status(), 400);
         assert_eq!(
             Refusal::Denied {

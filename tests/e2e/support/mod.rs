@@ -187,3 +187,7 @@ pub fn has_openssl() -> bool {
     }
     found
 }
+
+pub mod app;
+pub mod client;
+pub mod mesh;

@@ -1,0 +1,526 @@
+//! The inbound side end to end: real TLS handshakes with SVIDs minted by a CA made
+//! at test time, real sockets on 127.0.0.1, and a real app (a tiny hyper server
+//! speaking HTTP/1.1 and h2c) behind the sidecar, which records what reaches it.
+//! The cases read as the specification; [`fixture`] holds the machinery.
+
+mod fixture;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::Full;
+use palisade_ca::revocation::{RevocationEntry, RevocationSet, RevocationTarget};
+use palisade_ca::{SpiffeId, Svid};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use self::fixture::{h1_over, lock, post, read_some, send_h1, send_h2, server_serial, tls_connect, within, Mesh};
+use super::AppProtocol;
+use crate::context::Limits;
+use crate::state::empty_handle;
+use crate::testing::{handle, shop_state, TestPki, CHECKOUT, FRONTEND, PAYMENTS, REVIEWS};
+
+const PAYMENTS_XFCC_FROM_CHECKOUT: &str =
+    "By=spiffe://shop.example/ns/payments/sa/payments;URI=spiffe://shop.example/ns/checkout/sa/checkout";
+
+// ---- Allowed requests reach the app, with identity set from the handshake ----
+
+#[tokio::test]
+async fn an_allowed_request_reaches_the_app_with_the_verified_peer_and_no_forged_identity() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h1 = mesh.h1(CHECKOUT).await;
+    let request = post("/charge")
+        .header("host", "payments.shop")
+        .header("x-request-id", "req-1")
+        .header(
+            "x-forwarded-client-cert",
+            "By=x;URI=spiffe://shop.example/ns/evil/sa/evil",
+        )
+        .header("x-palisade-foo", "forged")
+        .header("connection", "keep-alive, x-forwarded-client-cert, x-palisade-foo")
+        .body(Full::new(Bytes::from_static(b"amount=5")))
+        .unwrap();
+    let reply = send_h1(&mut h1, request).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "hello from the app");
+    assert_eq!(reply.headers["x-request-id"], "req-1");
+    assert!(
+        reply.headers.get("x-palisade-secret").is_none(),
+        "identity headers leave the app's response"
+    );
+    assert!(reply.headers.get("x-forwarded-client-cert").is_none());
+
+    let seen = mesh.app.only();
+    assert_eq!(seen.uri, "/charge");
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(
+        seen.header_values("x-forwarded-client-cert"),
+        [PAYMENTS_XFCC_FROM_CHECKOUT]
+    );
+    assert!(seen.headers.get("x-palisade-foo").is_none());
+    assert_eq!(seen.header_values("host"), ["payments.shop"]);
+    assert_eq!(seen.header_values("x-request-id"), ["req-1"]);
+    assert_eq!(seen.body, "amount=5");
+    assert_eq!(mesh.count(CHECKOUT, "payments/payments", "allow", 200), 1);
+}
+
+#[tokio::test]
+async fn http2_callers_work_and_reach_an_http1_app_with_the_canonical_target() {
+    let mesh = Mesh::start(REVIEWS).await;
+    let mut h2 = mesh.h2(FRONTEND).await;
+    let request = Request::get("https://Reviews.Shop/r/./1//x?sort=new")
+        .header("x-forwarded-client-cert", "forged")
+        .header("x-palisade-foo", "forged")
+        .body(Full::default())
+        .unwrap();
+    let reply = send_h2(&mut h2, request).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.headers.get_all("x-request-id").iter().count(), 1);
+    let seen = mesh.app.only();
+    assert_eq!(
+        seen.version,
+        Version::HTTP_11,
+        "Auto sends non-gRPC requests over HTTP/1.1"
+    );
+    assert_eq!(seen.uri, "/r/1/x?sort=new");
+    assert_eq!(seen.header_values("host"), ["reviews.shop"]);
+    assert_eq!(
+        seen.header_values("x-forwarded-client-cert"),
+        ["By=spiffe://shop.example/ns/reviews/sa/reviews;URI=spiffe://shop.example/ns/web/sa/frontend"]
+    );
+    assert!(seen.headers.get("x-palisade-foo").is_none());
+}
+
+#[tokio::test]
+async fn grpc_goes_over_h2c_and_its_trailers_come_back() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h2 = mesh.h2(CHECKOUT).await;
+    let request = Request::post("https://payments.shop/charge")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x")))
+        .unwrap();
+    let reply = send_h2(&mut h2, request).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let trailers = reply.trailers.expect("gRPC status travels in trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    let seen = mesh.app.only();
+    assert_eq!(seen.version, Version::HTTP_2, "Auto sends gRPC over h2c");
+    assert_eq!(seen.header_values("te"), ["trailers"]);
+    assert_eq!(
+        seen.header_values("x-forwarded-client-cert"),
+        [PAYMENTS_XFCC_FROM_CHECKOUT]
+    );
+}
+
+#[tokio::test]
+async fn the_app_protocol_can_be_forced() {
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::H2, Limits::default()).await;
+    let mut h1 = mesh.h1(CHECKOUT).await;
+    let reply = send_h1(
+        &mut h1,
+        post("/charge")
+            .header("host", "payments.shop")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = mesh.app.only();
+    assert_eq!(seen.version, Version::HTTP_2);
+    assert_eq!(seen.uri, "http://payments.shop/charge");
+}
+
+#[tokio::test]
+async fn connections_to_the_app_are_reused() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h1 = mesh.h1(CHECKOUT).await;
+    for _ in 0..5 {
+        let reply = send_h1(
+            &mut h1,
+            post("/charge")
+                .header("host", "payments.shop")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(mesh.app.requests().len(), 5);
+    assert_eq!(
+        *lock(&mesh.app.connections),
+        1,
+        "one pooled HTTP/1.1 connection serves them all"
+    );
+}
+
+// ---- Refusals: the app receives nothing ----
+
+#[tokio::test]
+async fn an_ingress_deny_is_a_403_naming_only_the_side_and_the_request() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h1 = mesh.h1(FRONTEND).await;
+    let request = post("/charge")
+        .header("host", "payments.shop")
+        .header("x-request-id", "req-42")
+        .body(Full::default())
+        .unwrap();
+    let reply = send_h1(&mut h1, request).await;
+
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.body,
+        r#"{"decision":"deny","side":"ingress","requestId":"req-42"}"#
+    );
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert!(
+        mesh.app.requests().is_empty(),
+        "the PCI service never sees a non-PCI caller"
+    );
+    assert_eq!(mesh.count(FRONTEND, "payments/payments", "deny", 403), 1);
+}
+
+#[tokio::test]
+async fn without_a_policy_snapshot_everything_is_denied() {
+    let mesh = Mesh::with(PAYMENTS, empty_handle(), AppProtocol::Auto, Limits::default()).await;
+    let mut h1 = mesh.h1(CHECKOUT).await;
+    let reply = send_h1(
+        &mut h1,
+        post("/charge")
+            .header("host", "payments.shop")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.body.starts_with(r#"{"decision":"deny","side":"ingress""#),
+        "{}",
+        reply.body
+    );
+    assert!(mesh.app.requests().is_empty());
+    assert_eq!(mesh.count(CHECKOUT, "payments.shop", "deny", 403), 1);
+}
+
+#[tokio::test]
+async fn a_host_not_served_here_is_misdirected() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h1 = mesh.h1(FRONTEND).await;
+    for host in ["reviews.shop", "nowhere.shop"] {
+        let request = Request::get("/").header("host", host).body(Full::default()).unwrap();
+        let reply = send_h1(&mut h1, request).await;
+        assert_eq!(reply.status, 421, "{host}: {}", reply.body);
+        assert_eq!(mesh.count(FRONTEND, host, "misdirected", 421), 1);
+    }
+    assert!(mesh.app.requests().is_empty());
+}
+
+#[tokio::test]
+async fn requests_without_a_single_meaning_are_refused_before_the_app() {
+    let limits = Limits {
+        max_header_bytes: 4096,
+        ..Limits::default()
+    };
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let charge = "POST /charge HTTP/1.1\r\nHost: payments.shop\r\n";
+    let many_headers: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "Content-Length with Transfer-Encoding",
+            format!("{charge}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "Transfer-Encoding then Content-Length",
+            format!("{charge}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "repeated Content-Length",
+            format!("{charge}Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+            400,
+        ),
+        (
+            "duplicate Host",
+            "POST /charge HTTP/1.1\r\nHost: payments.shop\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "dot segments above the root",
+            "POST /a/../../charge HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "encoded slash",
+            "POST /charge%2Fx HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "h2c upgrade",
+            format!("{charge}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 0\r\n\r\n"),
+            501,
+        ),
+        (
+            "oversized header",
+            format!("{charge}x-big: {}\r\n\r\n", "a".repeat(6000)),
+            431,
+        ),
+        ("too many headers", format!("{charge}{many_headers}\r\n"), 431),
+    ];
+    for (name, wire, status) in cases {
+        let head = mesh.raw(CHECKOUT, wire.as_bytes()).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: expected {status}, got {head:?}"
+        );
+    }
+    assert!(mesh.app.requests().is_empty(), "{:?}", mesh.app.requests());
+
+    // And a sound request on the same kind of connection does pass.
+    let head = mesh
+        .raw(CHECKOUT, format!("{charge}Content-Length: 0\r\n\r\n").as_bytes())
+        .await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_http2_header_list_is_refused_before_the_app() {
+    let limits = Limits {
+        max_header_bytes: 4096,
+        ..Limits::default()
+    };
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let mut h2 = mesh.h2(CHECKOUT).await;
+    let request = Request::post("https://payments.shop/charge")
+        .header("x-big", "a".repeat(6000))
+        .body(Full::default())
+        .unwrap();
+    let response = within(h2.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 431, "h2 answers an oversized header list itself");
+    assert!(mesh.app.requests().is_empty());
+    let charge = Request::post("https://payments.shop/charge")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send_h2(&mut h2, charge).await.status,
+        200,
+        "only that stream was refused"
+    );
+}
+
+#[tokio::test]
+async fn the_app_being_down_is_a_502() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut mesh = Mesh::start(PAYMENTS).await;
+    mesh.restart_with_app(closed).await;
+    let mut h1 = mesh.h1(CHECKOUT).await;
+    let reply = send_h1(
+        &mut h1,
+        post("/charge")
+            .header("host", "payments.shop")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+    assert!(reply.body.contains(r#""error":"bad_gateway""#), "{}", reply.body);
+    assert_eq!(mesh.count(CHECKOUT, "payments/payments", "allow", 502), 1);
+}
+
+// ---- Who may connect at all ----
+
+#[tokio::test]
+async fn peers_without_a_valid_svid_of_our_bundle_are_refused_at_the_handshake() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let other_ca = TestPki::shop();
+    let id = SpiffeId::parse(CHECKOUT).unwrap();
+    let expired = mesh
+        .pki
+        .signer
+        .mint(
+            &id,
+            Duration::from_secs(3600),
+            SystemTime::now() - Duration::from_secs(7200),
+        )
+        .unwrap();
+    let cases: [(&str, Option<Svid>, &str); 3] = [
+        ("no client certificate", None, "no_client_cert"),
+        ("another CA's certificate", Some(other_ca.svid(CHECKOUT)), "untrusted"),
+        ("an expired certificate", Some(expired), "expired"),
+    ];
+    for (name, svid, reason) in cases {
+        let config = mesh.client_config(svid.as_ref(), &[b"h2"]);
+        assert!(mesh.request_fails(config).await, "{name}: the request went through");
+        mesh.wait_for_metric(&format!(
+            "palisade_tls_handshake_failures_total{{reason=\"{reason}\"}} 1"
+        ))
+        .await;
+    }
+
+    let mut plaintext = TcpStream::connect(mesh.addr).await.unwrap();
+    plaintext
+        .write_all(b"POST /charge HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_some(&mut plaintext).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext got an HTTP answer: {answer:?}"
+    );
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"tls\"} 1")
+        .await;
+    assert!(mesh.app.requests().is_empty());
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_capped_and_time_out() {
+    let limits = Limits {
+        max_pending_handshakes: 1,
+        handshake_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let _silent = TcpStream::connect(mesh.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        mesh.request_fails(mesh.client_config(Some(&mesh.pki.svid(CHECKOUT)), &[b"h2"]))
+            .await
+    );
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"too_many_pending\"} 1")
+        .await;
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"timeout\"} 1")
+        .await;
+    let mut h2 = mesh.h2(CHECKOUT).await;
+    let reply = send_h2(
+        &mut h2,
+        Request::post("https://payments.shop/charge")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "the slot is free again after the timeout");
+}
+
+#[tokio::test]
+async fn connections_per_peer_identity_are_capped() {
+    let limits = Limits {
+        max_connections_per_peer: 1,
+        ..Limits::default()
+    };
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let mut first = mesh.h2(CHECKOUT).await;
+    let charge = || {
+        Request::post("https://payments.shop/charge")
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send_h2(&mut first, charge()).await.status, 200);
+    assert!(
+        mesh.request_fails(mesh.client_config(Some(&mesh.pki.svid(CHECKOUT)), &[b"h2"]))
+            .await
+    );
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"peer_connection_limit\"} 1")
+        .await;
+    let mut other_peer = mesh.h2(FRONTEND).await;
+    assert_eq!(
+        send_h2(&mut other_peer, charge()).await.status,
+        403,
+        "another identity has its own cap"
+    );
+    assert_eq!(send_h2(&mut first, charge()).await.status, 200);
+}
+
+// ---- Live connections: revocation cuts, rotation does not, shutdown ends ----
+
+#[tokio::test]
+async fn a_revoked_peer_loses_its_live_connection_within_a_second() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let svid = mesh.pki.svid(CHECKOUT);
+    let (mut h2, closed) = mesh.h2_with(mesh.client_config(Some(&svid), &[b"h2"])).await;
+    let charge = || {
+        Request::post("https://payments.shop/charge")
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send_h2(&mut h2, charge()).await.status, 200);
+
+    let entry = RevocationEntry {
+        target: RevocationTarget::Serial(svid.serial().clone()),
+        reason: "key compromise".to_owned(),
+        revoked_at_unix: 0,
+    };
+    let set = RevocationSet::new(1, [&entry]);
+    assert!(mesh.ctx.trust.update_revocations(set.clone()));
+    let started = Instant::now();
+    assert_eq!(mesh.ctx.connections.close_revoked(&set), 1);
+    tokio::time::timeout(Duration::from_secs(1), closed)
+        .await
+        .expect("the live connection is closed within 1 s")
+        .unwrap();
+    println!("revoked peer's live connection closed after {:?}", started.elapsed());
+    assert!(h2.is_closed());
+
+    assert!(mesh.request_fails(mesh.client_config(Some(&svid), &[b"h2"])).await);
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"revoked\"} 1")
+        .await;
+    assert!(mesh.ctx.connections.is_empty());
+}
+
+#[tokio::test]
+async fn rotation_keeps_open_connections_and_new_handshakes_see_the_new_serial() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let config = mesh.client_config(Some(&mesh.pki.svid(CHECKOUT)), &[b"http/1.1"]);
+    let tls = tls_connect(mesh.addr, Arc::clone(&config)).await.unwrap();
+    let before = server_serial(&tls);
+    let mut h1 = h1_over(tls).await;
+    let charge = || {
+        post("/charge")
+            .header("host", "payments.shop")
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send_h1(&mut h1, charge()).await.status, 200);
+
+    let rotated = mesh.pki.svid(PAYMENTS);
+    mesh.ctx.resolver.set(&rotated).unwrap();
+    assert_eq!(
+        send_h1(&mut h1, charge()).await.status,
+        200,
+        "the open connection keeps working"
+    );
+    let after = server_serial(&tls_connect(mesh.addr, config).await.unwrap());
+    assert_ne!(before, after);
+    assert_eq!(&after, rotated.serial());
+}
+
+#[tokio::test]
+async fn aborting_serve_ends_its_connections() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let (mut h2, closed) = mesh
+        .h2_with(mesh.client_config(Some(&mesh.pki.svid(CHECKOUT)), &[b"h2"]))
+        .await;
+    assert_eq!(
+        send_h2(
+            &mut h2,
+            Request::post("https://payments.shop/charge")
+                .body(Full::default())
+                .unwrap()
+        )
+        .await
+        .status,
+        200
+    );
+    mesh.server.abort();
+    tokio::time::timeout(Duration::from_secs(1), closed)
+        .await
+        .expect("connections end with serve")
+        .unwrap();
+}

@@ -1,0 +1,243 @@
+//! `palisade control-plane serve|status`: the policy bundle, validated, watched and
+//! streamed to proxies over mTLS.
+
+use std::sync::Arc;
+
+use palisade_ca::client::revocations;
+use palisade_ca::client::rotation::{self, Bootstrap, RotationParams};
+use palisade_ca::client::CaEndpoint;
+use palisade_ca::tls::SvidResolver;
+use palisade_ca::TrustBundle;
+use palisade_policy::distribute::{
+    control_plane_id, serve, watch_bundle, PolicyEvent, ProxyStatus, Published, ServeParams, WatchParams,
+};
+use palisade_proxy::admin::{self, Page, Pages};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{shutdown_signal, UsageError};
+use crate::cli::{ControlPlaneCommand, ControlPlaneServe, ControlPlaneStatus, Output};
+use crate::exit;
+use crate::output::{self, timestamp};
+
+pub async fn run(command: ControlPlaneCommand) -> anyhow::Result<u8> {
+    match command {
+        ControlPlaneCommand::Serve(a) => control_plane_serve(a).await,
+        ControlPlaneCommand::Status(a) => status(a).await,
+    }
+}
+
+async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
+    // The bundle first: an invalid bundle at start is a usage error, printed whole.
+    let watch = match watch_bundle(WatchParams::new(&a.bundle), log_event).await {
+        Ok(watch) => watch,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            eprintln!(
+                "error: the bundle in {} is not valid; nothing was served",
+                a.bundle.display()
+            );
+            return Ok(exit::USAGE);
+        }
+    };
+    let first = Arc::clone(&watch.published.borrow());
+    let td = first.bundle.mesh().trust_domain().clone();
+    let id = control_plane_id(&td)?;
+    let bundle = TrustBundle::load(td.clone(), &a.trust_bundle).map_err(|e| {
+        UsageError(format!(
+            "cannot read the trust bundle `{}` for trust domain {td}: {e}",
+            a.trust_bundle.display()
+        ))
+    })?;
+
+    // Our own SVID, kept fresh; revocations followed so revoked proxies are refused.
+    let endpoint = CaEndpoint::new(a.ca.clone(), bundle);
+    let trust = Arc::clone(&endpoint.trust);
+    let (svids, rotation) = rotation::start(RotationParams {
+        endpoint: endpoint.clone(),
+        id: id.clone(),
+        bootstrap: Bootstrap::JoinToken(a.join_token.clone()),
+        ttl: None,
+    })
+    .await?;
+    let resolver = SvidResolver::with(&svids.borrow())?;
+    let follow_svids = resolver.follow(svids);
+    let (revocation_tx, _revocation_rx) = watch::channel(None);
+    let revocations = tokio::spawn(revocations::follow(
+        endpoint,
+        Arc::clone(&resolver),
+        Arc::clone(&trust),
+        revocation_tx,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; is another process using it?", a.listen))?;
+    let bound = listener.local_addr()?;
+    let admin_listener = std::net::TcpListener::bind(a.admin)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", a.admin))?;
+    let status = ProxyStatus::new();
+    let pages = ControlPlanePages {
+        published: watch.published.clone(),
+        status: Arc::clone(&status),
+    };
+    admin::serve(admin_listener, Arc::new(pages))?;
+    println!(
+        "palisade control plane for {td}: bundle {} version {} ({}), admin on {}, listening on {bound}",
+        a.bundle.display(),
+        first.version,
+        first.digest,
+        a.admin
+    );
+    let result = serve(
+        ServeParams {
+            listener,
+            resolver,
+            trust,
+            published: watch.published.clone(),
+            status,
+        },
+        shutdown_signal(),
+    )
+    .await;
+    for task in [rotation, follow_svids, revocations, watch.task] {
+        task.abort();
+    }
+    result?;
+    Ok(exit::OK)
+}
+
+fn log_event(event: &PolicyEvent) {
+    match event {
+        PolicyEvent::Accepted {
+            version,
+            digest,
+            bundle_digest,
+        } => tracing::info!(version, %digest, %bundle_digest, "policy bundle published"),
+        PolicyEvent::Rejected { diagnostics } => {
+            tracing::warn!("policy bundle edit rejected; the last valid version stays in force:\n{diagnostics}");
+        }
+        _ => {}
+    }
+}
+
+/// The control plane's admin port.
+struct ControlPlanePages {
+    published: watch::Receiver<Arc<Published>>,
+    status: Arc<ProxyStatus>,
+}
+
+impl Pages for ControlPlanePages {
+    fn page(&self, path: &str) -> Option<Page> {
+        let published = Arc::clone(&self.published.borrow());
+        Some(match path {
+            "/live" | "/ready" => Page::text(200, "ready\n"),
+            "/bundle" => Page::json(&json!({
+                "version": published.version,
+                "digest": published.digest.to_string(),
+                "bundleDigest": published.bundle.digest().to_string(),
+            })),
+            "/proxies" => Page::json(&json!({
+                "version": published.version,
+                "digest": published.digest.to_string(),
+                "proxies": self.status.snapshot(),
+            })),
+            "/metrics" => {
+                let proxies = self.status.snapshot();
+                let connected = proxies.iter().filter(|p| p.streams > 0).count();
+                let current = proxies
+                    .iter()
+                    .filter(|p| p.acked.as_ref().is_some_and(|v| v.version == published.version))
+                    .count();
+                Page::text(
+                    200,
+                    format!(
+                        "# HELP palisade_control_plane_bundle_version The published bundle version.\n# TYPE palisade_control_plane_bundle_version gauge\npalisade_control_plane_bundle_version {}\n# HELP palisade_control_plane_proxies_connected Proxies with an open stream.\n# TYPE palisade_control_plane_proxies_connected gauge\npalisade_control_plane_proxies_connected {connected}\n# HELP palisade_control_plane_proxies_current Proxies that ACKed the published version.\n# TYPE palisade_control_plane_proxies_current gauge\npalisade_control_plane_proxies_current {current}\n",
+                        published.version
+                    ),
+                )
+            }
+            _ => return None,
+        })
+    }
+}
+
+async fn status(a: ControlPlaneStatus) -> anyhow::Result<u8> {
+    let body = tokio::task::spawn_blocking(move || http_get(a.admin, "/proxies")).await??;
+    let value: serde_json::Value = serde_json::from_str(&body)?;
+    if a.output == Output::Json {
+        println!("{}", output::json(&value));
+        return Ok(exit::OK);
+    }
+    let published = at(&value, "/version").as_u64().unwrap_or_default();
+    println!(
+        "published version {published} ({})",
+        at(&value, "/digest").as_str().unwrap_or("?")
+    );
+    let version = |v: &serde_json::Value| at(v, "/version").as_u64().map_or("-".to_owned(), |n| n.to_string());
+    let rows: Vec<Vec<String>> = at(&value, "/proxies")
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let (sent, acked, nacked) = (at(p, "/sent"), at(p, "/acked"), at(p, "/nacked"));
+            let state = if at(acked, "/version").as_u64() == Some(published) {
+                "current".to_owned()
+            } else if nacked.is_object() {
+                format!(
+                    "NACK v{}: {}",
+                    version(nacked),
+                    at(nacked, "/error").as_str().unwrap_or("")
+                )
+            } else {
+                "behind".to_owned()
+            };
+            let connected = at(p, "/streams").as_u64().unwrap_or(0) > 0;
+            vec![
+                at(p, "/spiffeId").as_str().unwrap_or("?").to_owned(),
+                if connected { "yes" } else { "no" }.to_owned(),
+                version(sent),
+                version(acked),
+                state,
+                timestamp(at(p, "/lastSeenUnix").as_i64().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(&["PROXY", "CONNECTED", "SENT", "ACKED", "STATE", "LAST SEEN"], &rows)
+    );
+    Ok(exit::OK)
+}
+
+/// A plain GET on a loopback admin port.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+        palisade_ca::client::ClientError::Connect {
+            addr: addr.to_string(),
+            reason: format!("{e} (is `palisade control-plane serve --admin {addr}` running?)"),
+        }
+    })?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("the admin port at {addr} sent no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!(
+            "the admin port at {addr} answered `{}`",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    Ok(body.to_owned())
+}
+
+/// The value at a JSON pointer, or null.
+fn at<'a>(value: &'a serde_json::Value, pointer: &str) -> &'a serde_json::Value {
+    value.pointer(pointer).unwrap_or(&serde_json::Value::Null)
+}

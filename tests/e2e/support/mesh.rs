@@ -1,0 +1,270 @@
+//! A whole mesh of real processes for the end-to-end tests: `palisade ca serve`,
+//! `palisade control-plane serve` over a copy of `examples/shop` whose endpoints
+//! point at this test's ports, one `palisade proxy run` per workload, and a real
+//! app behind each proxy. Clients talk to the proxies' outbound ports the way apps
+//! do.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::app::App;
+use super::{ok, s, CaDirFixture, Server};
+
+/// The shop's workloads: name, namespace.
+pub const SHOP: [(&str, &str); 4] = [
+    ("frontend", "web"),
+    ("checkout", "checkout"),
+    ("reviews", "reviews"),
+    ("payments", "payments"),
+];
+
+/// A free loopback port (bound and released; good enough on loopback).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// One workload: its app and its sidecar.
+pub struct Workload {
+    pub id: String,
+    pub app: App,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub sidecar: Option<Server>,
+}
+
+pub struct Mesh {
+    pub ca: CaDirFixture,
+    pub ca_server: Server,
+    pub bundle: PathBuf,
+    pub control_plane: Option<Server>,
+    pub control_plane_addr: SocketAddr,
+    pub control_plane_admin: SocketAddr,
+    pub workloads: HashMap<&'static str, Workload>,
+    _tmp: tempfile::TempDir,
+}
+
+/// How a test's mesh differs from the plain shop.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra `proxy run` flags per workload name.
+    pub flags: &'a [(&'a str, &'a [&'a str])],
+    /// `(service, workload)`: the service's endpoint is that workload's inbound port.
+    pub endpoint_of: &'a [(&'a str, &'a str)],
+    /// Files added to (or replacing) the bundle before the control plane starts.
+    pub files: &'a [(&'a str, &'a str)],
+    /// Only these workloads get a sidecar (all when empty).
+    pub only: &'a [&'a str],
+}
+
+impl Mesh {
+    /// The shop with every workload behind a sidecar.
+    pub async fn shop() -> Self {
+        Self::start(Options::default()).await
+    }
+
+    /// The shop, changed by `options`.
+    pub async fn start(options: Options<'_>) -> Self {
+        let ca = CaDirFixture::init("shop.example");
+        let ca_server = ca.serve();
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("shop");
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop"), &bundle);
+
+        let mut workloads = HashMap::new();
+        for (name, namespace) in SHOP {
+            let app = App::start(name).await;
+            workloads.insert(
+                name,
+                Workload {
+                    id: format!("spiffe://shop.example/ns/{namespace}/sa/{name}"),
+                    app,
+                    inbound: free_port(),
+                    outbound: free_port(),
+                    admin: free_port(),
+                    sidecar: None,
+                },
+            );
+        }
+        let services = std::fs::read_to_string(bundle.join("services.yaml")).unwrap();
+        let services = SHOP.iter().enumerate().fold(services, |text, (i, (name, _))| {
+            let served_by = options
+                .endpoint_of
+                .iter()
+                .find(|(service, _)| service == name)
+                .map_or(*name, |(_, workload)| *workload);
+            text.replace(
+                &format!("127.0.0.1:{}", 15001 + i),
+                &workloads[served_by].inbound.to_string(),
+            )
+        });
+        std::fs::write(bundle.join("services.yaml"), services).unwrap();
+        for (path, text) in options.files {
+            let path = bundle.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+
+        let control_plane_addr = free_port();
+        let control_plane_admin = free_port();
+        let mut mesh = Self {
+            ca,
+            ca_server,
+            bundle,
+            control_plane: None,
+            control_plane_addr,
+            control_plane_admin,
+            workloads,
+            _tmp: tmp,
+        };
+        mesh.start_control_plane();
+        let started: Vec<&str> = SHOP
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| options.only.is_empty() || options.only.contains(name))
+            .collect();
+        for name in &started {
+            let flags = options
+                .flags
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(&[][..], |(_, f)| *f);
+            mesh.start_sidecar(name, flags);
+        }
+        for name in &started {
+            mesh.wait_ready(name).await;
+        }
+        mesh
+    }
+
+    pub fn start_control_plane(&mut self) {
+        let id = "spiffe://shop.example/ns/palisade-system/sa/palisade-control-plane";
+        let token = self.token(id);
+        let listen = self.control_plane_addr.to_string();
+        let admin = self.control_plane_admin.to_string();
+        let trust = self.ca.file("bundle.pem");
+        let server = Server::start(&[
+            "control-plane",
+            "serve",
+            "--bundle",
+            s(&self.bundle),
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--ca",
+            &self.ca_server.addr,
+            "--trust-bundle",
+            s(&trust),
+            "--join-token",
+            &token,
+        ]);
+        self.control_plane = Some(server);
+    }
+
+    pub fn start_sidecar(&mut self, name: &str, extra: &[&str]) {
+        let w = &self.workloads[name];
+        let token = self.token(&w.id);
+        let (id, inbound, outbound, admin, app) = (
+            w.id.clone(),
+            w.inbound.to_string(),
+            w.outbound.to_string(),
+            w.admin.to_string(),
+            w.app.addr.to_string(),
+        );
+        let trust = self.ca.file("bundle.pem");
+        let control_plane = self.control_plane_addr.to_string();
+        let mut args = vec![
+            "proxy",
+            "run",
+            "--id",
+            &id,
+            "--join-token",
+            &token,
+            "--trust-bundle",
+            s(&trust),
+            "--ca",
+            &self.ca_server.addr,
+            "--control-plane",
+            &control_plane,
+            "--inbound",
+            &inbound,
+            "--outbound",
+            &outbound,
+            "--admin",
+            &admin,
+            "--app",
+            &app,
+        ];
+        args.extend_from_slice(extra);
+        let server = Server::start(&args);
+        self.workloads.get_mut(name).unwrap().sidecar = Some(server);
+    }
+
+    fn token(&self, id: &str) -> String {
+        ok(&["ca", "token", "create", "--spiffe-id", id, "--dir", self.ca.path()])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits (≤ 20 s) until the sidecar's `/ready` answers 200.
+    pub async fn wait_ready(&self, name: &str) {
+        let admin = self.workloads[name].admin;
+        super::eventually(
+            Duration::from_secs(20),
+            &format!("{name}'s sidecar to be ready"),
+            || (admin_get(admin, "/ready").0 == 200).then_some(()),
+        )
+        .await;
+    }
+
+    pub fn workload(&self, name: &str) -> &Workload {
+        &self.workloads[name]
+    }
+
+    /// `/metrics` of a sidecar.
+    pub fn metrics(&self, name: &str) -> String {
+        admin_get(self.workloads[name].admin, "/metrics").1
+    }
+
+    /// `/config` of a sidecar.
+    pub fn config(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&admin_get(self.workloads[name].admin, "/config").1).unwrap()
+    }
+}
+
+/// `GET path` on an admin port: status and body (0 when unreachable).
+pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    if tcp.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
