@@ -98,18 +98,59 @@ impl From<tonic::Status> for ClientError {
 pub async fn connect(endpoint: &CaEndpoint, resolver: Arc<SvidResolver>) -> Result<Channel, ClientError> {
     let td = endpoint.trust.bundle().trust_domain().clone();
     let ca_id = ca_spiffe_id(&td).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    let verifier = SvidServerVerifier::new(Arc::clone(&endpoint.trust), vec![ca_id]);
-    let connector = TlsConnector::from(Arc::new(crate::tls::client_config(resolver, verifier, &[b"h2"])?));
-    let addr = endpoint.addr.clone();
-    let connect_err = |reason: String| ClientError::Connect {
-        addr: endpoint.addr.clone(),
-        reason,
-    };
-    let uri = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| connect_err(format!("`{addr}` is not a host:port address ({e})")))?
+    let grpc = Endpoint::from_shared(format!("http://{}", endpoint.addr))
+        .map_err(|e| ClientError::Connect {
+            addr: endpoint.addr.clone(),
+            reason: format!("`{}` is not a host:port address ({e})", endpoint.addr),
+        })?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    uri.connect_with_connector(tower::service_fn(move |_| {
+    let peer = SvidPeer {
+        addr: endpoint.addr.clone(),
+        trust: Arc::clone(&endpoint.trust),
+        resolver,
+        expected: ca_id,
+    };
+    svid_channel(grpc, peer).await.map_err(|e| match e {
+        ChannelError::Tls(e) => ClientError::Tls(e),
+        ChannelError::Connect(reason) => ClientError::Connect {
+            addr: endpoint.addr.clone(),
+            reason,
+        },
+    })
+}
+
+/// A mesh service reached over mTLS: where it is, whom to trust, what to present,
+/// and the one identity it must present (secure naming).
+#[derive(Debug, Clone)]
+pub struct SvidPeer {
+    /// `host:port`.
+    pub addr: String,
+    pub trust: Arc<Trust>,
+    /// The caller's SVID (an empty resolver presents none).
+    pub resolver: Arc<SvidResolver>,
+    /// The SPIFFE ID the server must present.
+    pub expected: SpiffeId,
+}
+
+/// Why [`svid_channel`] could not open a channel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// TCP, TLS or HTTP/2 failed; the reason holds the whole error chain.
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// A gRPC channel over TLS 1.3 (ALPN h2) to `peer`, with `grpc`'s timeouts and
+/// keep-alive settings. Used for the CA and the control plane alike.
+pub async fn svid_channel(grpc: Endpoint, peer: SvidPeer) -> Result<Channel, ChannelError> {
+    let verifier = SvidServerVerifier::new(peer.trust, vec![peer.expected]);
+    let connector = TlsConnector::from(Arc::new(crate::tls::client_config(peer.resolver, verifier, &[b"h2"])?));
+    let addr = peer.addr;
+    grpc.connect_with_connector(tower::service_fn(move |_| {
         let connector = connector.clone();
         let addr = addr.clone();
         async move {
@@ -117,14 +158,14 @@ pub async fn connect(endpoint: &CaEndpoint, resolver: Arc<SvidResolver>) -> Resu
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
             tcp.set_nodelay(true)?;
-            // The name is not checked: the verifier checks the CA's SPIFFE ID.
-            let name = ServerName::try_from("palisade-ca.invalid").map_err(std::io::Error::other)?;
+            // The name is not checked: the verifier checks the SPIFFE ID.
+            let name = ServerName::try_from("palisade.invalid").map_err(std::io::Error::other)?;
             let tls = connector.connect(name, tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     }))
     .await
-    .map_err(|e| connect_err(error_chain(&e)))
+    .map_err(|e| ChannelError::Connect(error_chain(&e)))
 }
 
 /// How the caller proves who it is.

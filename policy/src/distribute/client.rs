@@ -4,16 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
+use palisade_ca::client::{svid_channel, ChannelError, SvidPeer};
 use palisade_ca::tls::SvidResolver;
-use palisade_ca::verify::{SvidServerVerifier, Trust};
+use palisade_ca::verify::Trust;
 use palisade_ca::{SpiffeIdError, TrustDomain};
 
 use super::control_plane_id;
@@ -168,54 +165,29 @@ async fn stream(
 /// A channel to the control plane over TLS 1.3, presenting the proxy's SVID and
 /// accepting only a server presenting [`control_plane_id`] (secure naming).
 async fn connect(params: &FollowParams) -> Result<Channel, FollowError> {
-    let expected = control_plane_id(&params.trust_domain)?;
-    let verifier = SvidServerVerifier::new(Arc::clone(&params.trust), vec![expected]);
-    let config = palisade_ca::tls::client_config(Arc::clone(&params.resolver), verifier, &[b"h2"])?;
-    let connector = TlsConnector::from(Arc::new(config));
-    let addr = params.addr.clone();
     let failed = |reason: String| FollowError::Connect {
         addr: params.addr.clone(),
         reason,
     };
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let grpc = Endpoint::from_shared(format!("http://{}", params.addr))
         .map_err(|e| failed(format!("it is not a host:port address ({e})")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let connect = tower::service_fn(move |_| {
-        let connector = connector.clone();
-        let addr = addr.clone();
-        async move {
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
-            tcp.set_nodelay(true)?;
-            // The name is not checked: the verifier checks the SPIFFE ID.
-            let name = ServerName::try_from("palisade-control-plane.invalid").map_err(std::io::Error::other)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    });
-    endpoint
-        .connect_with_connector(connect)
-        .await
-        .map_err(|e| failed(error_chain(&e)))
+    let peer = SvidPeer {
+        addr: params.addr.clone(),
+        trust: Arc::clone(&params.trust),
+        resolver: Arc::clone(&params.resolver),
+        expected: control_plane_id(&params.trust_domain)?,
+    };
+    svid_channel(grpc, peer).await.map_err(|e| match e {
+        ChannelError::Tls(e) => FollowError::Tls(e),
+        other => failed(other.to_string()),
+    })
 }
 
 fn from_wire(message: pb::Snapshot) -> Result<Snapshot, SnapshotError> {
     let files = message.files.into_iter().map(|file| (file.path, file.text));
     Snapshot::received(message.version, &message.digest, files)
-}
-
-/// The error and its causes on one line (tonic's transport errors hide the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
