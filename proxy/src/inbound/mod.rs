@@ -11,7 +11,9 @@
 //!
 //! and each request, in order (`handle_request`):
 //!
-//! 1. `framing` — an HTTP/1 head that framed its body two ways: 400;
+//! 1. framing ([`crate::request::framing`]) — an HTTP/1 head with no single
+//!    framing, or any request after one the watch could not follow: 400 (431 for
+//!    an oversized head), and the connection is closed;
 //! 2. `x-request-id` kept or set;
 //! 3. canonicalized (`SECURITY.md` §1) on the headers as received, since framing
 //!    and upgrade checks need the hop-by-hop headers;
@@ -26,7 +28,6 @@
 mod authorize;
 mod connection;
 mod forward;
-mod framing;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -53,10 +54,10 @@ pub use authorize::DecisionRecord;
 use self::authorize::{authorize, Ask};
 use self::connection::PeerSlots;
 use self::forward::{App, Target};
-use self::framing::Heads;
 use self::tls::{Alpn, Peer};
 use crate::context::Context;
 use crate::metrics::RequestLabels;
+use crate::request::framing::{close_after, Verdicts, Watched};
 use crate::request::request_id::{self, REQUEST_ID};
 use crate::request::respond::ProxyBody;
 use crate::request::{canonicalize, headers, Canonical, Refusal};
@@ -111,8 +112,8 @@ struct Listener {
 struct Connection {
     listener: Arc<Listener>,
     peer: Peer,
-    /// HTTP/1 only: the framing of each request head, in order.
-    heads: Option<Arc<Heads>>,
+    /// HTTP/1 only: the verdict on each request's framing, in order.
+    verdicts: Option<Verdicts>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -160,19 +161,19 @@ async fn handle_connection(listener: Arc<Listener>, tcp: TcpStream, remote: Sock
     };
     let ctx = Arc::clone(&listener.ctx);
     let limits = &ctx.limits;
-    let service = |heads| {
+    let service = |verdicts| {
         let connection = Arc::new(Connection {
             listener: Arc::clone(&listener),
             peer: peer.clone(),
-            heads,
+            verdicts,
         });
         service_fn(move |request| handle_request(Arc::clone(&connection), request))
     };
     match peer.alpn {
         Alpn::H2 => connection::serve_h2(tls, limits, service(None), admission.close, &peer).await,
         Alpn::Http1 => {
-            let (io, heads) = framing::track(tls, limits);
-            connection::serve_h1(io, limits, service(Some(heads)), admission.close, &peer).await;
+            let (io, verdicts) = Watched::new(tls, limits);
+            connection::serve_h1(io, limits, service(Some(verdicts)), admission.close, &peer).await;
         }
     }
 }
@@ -201,11 +202,11 @@ async fn handle_request(
         }
         Err(refused) => {
             let decision = refused.refusal.label();
-            (
-                refused.refusal.into_response(&request_id),
-                refused.destination,
-                decision,
-            )
+            let mut response = refused.refusal.into_response(&request_id);
+            if refused.close {
+                close_after(&mut response);
+            }
+            (response, refused.destination, decision)
         }
     };
     ctx.metrics.request(&RequestLabels {
@@ -229,6 +230,8 @@ struct Refused {
     refusal: Refusal,
     /// The service, the requested host, or `unknown` before the host is known.
     destination: String,
+    /// The request had no single framing: the connection is closed after the answer.
+    close: bool,
 }
 
 impl Refused {
@@ -237,6 +240,14 @@ impl Refused {
         Self {
             refusal,
             destination: "unknown".to_owned(),
+            close: false,
+        }
+    }
+
+    fn framing(refusal: Refusal) -> Self {
+        Self {
+            close: true,
+            ..Self::early(refusal)
         }
     }
 }
@@ -244,8 +255,8 @@ impl Refused {
 /// Steps 1–5: framing, canonical form, sanitized headers, the ingress decision.
 fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -> Result<Allowed, Refused> {
     let ctx = &connection.listener.ctx;
-    if let Some(refusal) = connection.heads.as_ref().and_then(|heads| heads.next().refusal()) {
-        return Err(Refused::early(refusal));
+    if let Some(verdicts) = &connection.verdicts {
+        verdicts.next().map_err(Refused::framing)?;
     }
     let canonical = canonicalize(parts, None).map_err(Refused::early)?;
     headers::sanitize(&mut parts.headers);
@@ -254,6 +265,7 @@ fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -
     let view = headers::policy_view(&parts.headers).map_err(|refusal| Refused {
         refusal,
         destination: canonical.host.name().to_owned(),
+        close: false,
     })?;
     let state = ctx.policy.load();
     let verdict = authorize(
@@ -272,7 +284,11 @@ fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -
     let destination = verdict.record.destination;
     match verdict.refusal {
         None => Ok(Allowed { canonical, destination }),
-        Some(refusal) => Err(Refused { refusal, destination }),
+        Some(refusal) => Err(Refused {
+            refusal,
+            destination,
+            close: false,
+        }),
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //! - [`classify`] — the destination: a mesh service or not (pure).
 //! - [`authorize`] — the egress decision and what it was made on (pure).
-//! - `framing` — one framing per HTTP/1 request, checked on the bytes.
+//! - [`crate::request::framing`] — one framing per HTTP/1 request, checked on the
+//!   bytes; a refusal closes the connection, and fails every later request on it.
 //! - `connect`, `pool` — new mTLS HTTP/2 connections, and keeping them.
 //! - `forward` — the request as sent upstream, the response as the app gets it.
 //!
@@ -26,16 +27,14 @@ pub mod authorize;
 pub mod classify;
 mod connect;
 mod forward;
-mod framing;
 mod pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::CONNECTION;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -49,10 +48,10 @@ use tokio::net::{TcpListener, TcpStream};
 use self::authorize::EgressRequest;
 use self::classify::{classify, Destination, MeshTarget};
 pub use self::connect::ConnectError;
-use self::framing::Watched;
 use self::pool::Pool;
 use crate::context::{Context, Limits};
 use crate::metrics::RequestLabels;
+use crate::request::framing::{close_after, Watched};
 use crate::request::request_id::{self, REQUEST_ID};
 use crate::request::respond::ProxyBody;
 use crate::request::{canonicalize, headers, Canonical, Refusal};
@@ -114,13 +113,12 @@ async fn serve_connection(outbound: Arc<Outbound>, stream: TcpStream, app: Socke
     // Latency over throughput for small requests; failing to set it changes nothing else.
     let _ = stream.set_nodelay(true);
     let limits = outbound.ctx.limits.clone();
-    let (io, heads) = Watched::new(stream, limits.max_header_bytes, limits.max_headers);
-    let requests = AtomicU64::new(0);
+    let (io, verdicts) = Watched::new(stream, &limits);
     let service = service_fn(move |request: Request<Incoming>| {
-        let index = requests.fetch_add(1, Ordering::Relaxed);
+        // Taken here, as hyper hands the requests over: in arrival order.
         let framing = match request.version() {
             Version::HTTP_2 => Ok(()),
-            _ => heads.verdict(index),
+            _ => verdicts.next(),
         };
         let outbound = Arc::clone(&outbound);
         async move { Ok::<_, Infallible>(outbound.handle(app, framing, request).await) }
@@ -185,9 +183,7 @@ impl Outbound {
         };
         if close {
             // The connection's framing is in doubt: nothing more is read from it.
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            close_after(&mut response);
         }
         self.ctx.metrics.request(&RequestLabels {
             source: self.ctx.id.as_str(),

@@ -3,6 +3,10 @@
 //! - [`canonical`] — refuse what has no single meaning (framing, Host, method), then
 //!   the path and host rule of `palisade-authz`: the decision and the upstream see
 //!   the same request.
+//! - [`framing`] — HTTP/1 request heads judged on the bytes beside hyper, one
+//!   verdict per request in order: a body framed two ways (or not plainly) is 400
+//!   and closes the connection, and once the bytes cannot be followed every later
+//!   request is refused (fail-closed), with only the head in progress buffered.
 //! - [`headers`] — identity headers (`x-forwarded-client-cert`, `x-palisade-*`)
 //!   and hop-by-hop headers stripped in both directions; identity set again only
 //!   from a verified peer.
@@ -10,6 +14,7 @@
 //! - [`respond`] — every refusal a caller can see, mapped to its status in one place.
 
 pub mod canonical;
+pub mod framing;
 pub mod headers;
 pub mod request_id;
 pub mod respond;

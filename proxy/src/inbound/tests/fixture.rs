@@ -159,6 +159,25 @@ impl Mesh {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Writes `wire` over a TLS connection (ALPN http/1.1) and returns the status of
+    /// every answer until the sidecar closes the connection (within 5 s), and
+    /// whether the last one asked to close it.
+    pub(super) async fn raw_until_closed(&self, caller: &str, wire: &[u8]) -> (Vec<u16>, bool) {
+        let config = self.client_config(Some(&self.pki.svid(caller)), &[b"http/1.1"]);
+        let mut tls = tls_connect(self.addr, config).await.unwrap();
+        tls.write_all(wire).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the connection is still open after 5 s");
+        let answer = String::from_utf8_lossy(&answer);
+        let statuses = answer
+            .match_indices("HTTP/1.1 ")
+            .map(|(at, _)| answer[at + 9..at + 12].parse().unwrap())
+            .collect();
+        let last = answer.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+        (statuses, last.contains("\r\nconnection: close\r\n"))
+    }
+
     /// How many requests were counted with these labels.
     pub(super) fn count(&self, source: &str, destination: &str, decision: &str, status: u16) -> u64 {
         self.ctx.metrics.request_count(&RequestLabels {

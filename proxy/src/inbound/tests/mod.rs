@@ -289,6 +289,40 @@ async fn requests_without_a_single_meaning_are_refused_before_the_app() {
 }
 
 #[tokio::test]
+async fn pipelined_requests_get_one_verdict_each_and_an_ambiguous_one_ends_the_connection() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let charge = "POST /charge HTTP/1.1\r\nHost: payments.shop\r\n";
+    let wire = format!(
+        "{charge}Content-Length: 5\r\n\r\nhello\
+         {charge}Transfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n\
+         {charge}Content-Length: 1\r\nContent-Length: 1\r\n\r\nx\
+         {charge}Content-Length: 0\r\n\r\n"
+    );
+    let (statuses, closed) = mesh.raw_until_closed(CHECKOUT, wire.as_bytes()).await;
+    assert_eq!(statuses, [200, 200, 400]);
+    assert!(closed, "the refusal closes the connection");
+    let bodies: Vec<String> = mesh.app.requests().into_iter().map(|seen| seen.body).collect();
+    assert_eq!(bodies, ["hello", "hello"]);
+}
+
+#[tokio::test]
+async fn after_an_upgrade_request_nothing_more_on_the_connection_reaches_the_app() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let charge = "POST /charge HTTP/1.1\r\nHost: payments.shop\r\n";
+    // What follows an upgrade request may not be HTTP/1 at all: the watch stops
+    // following, and fails closed (a repeated length here would otherwise pass,
+    // since hyper merges equal lengths before the pipeline sees them).
+    let wire = format!(
+        "{charge}Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n\
+         {charge}Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"
+    );
+    let (statuses, closed) = mesh.raw_until_closed(CHECKOUT, wire.as_bytes()).await;
+    assert_eq!(statuses, [501, 400]);
+    assert!(closed);
+    assert!(mesh.app.requests().is_empty(), "{:?}", mesh.app.requests());
+}
+
+#[tokio::test]
 async fn an_oversized_http2_header_list_is_refused_before_the_app() {
     let limits = Limits {
         max_header_bytes: 4096,
