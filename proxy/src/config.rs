@@ -167,6 +167,12 @@ impl ConfigLayer {
             "the outbound port speaks plain HTTP as this workload",
         )?;
         loopback("app", app, "requests reach the app unencrypted")?;
+        let admin = self.admin.unwrap_or_else(|| default_addr(DEFAULT_ADMIN));
+        loopback(
+            "admin",
+            admin,
+            "the admin pages list callers and configuration without authentication",
+        )?;
         let svid_ttl = self.svid_ttl.map(|t| parse_ttl(&t)).transpose()?;
         Ok(ProxyConfig {
             id,
@@ -178,7 +184,7 @@ impl ConfigLayer {
             app,
             app_protocol: self.app_protocol.unwrap_or_default(),
             outbound,
-            admin: self.admin.unwrap_or_else(|| default_addr(DEFAULT_ADMIN)),
+            admin,
             svid_ttl,
         })
     }

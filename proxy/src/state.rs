@@ -4,8 +4,10 @@
 //!
 //! [`PolicyHandle`] holds `None` until the first snapshot arrives: every request is
 //! then denied (fail-closed) and the proxy is not ready. After that, a snapshot is
-//! only ever replaced by a newer valid one, so losing the control plane keeps the
-//! last good snapshot enforcing (fail-static).
+//! only ever replaced by another valid one (whatever the control plane sends last:
+//! a restarted control plane numbers from 1 again, so versions are not compared),
+//! and losing the control plane keeps the last good snapshot enforcing
+//! (fail-static).
 
 use std::collections::HashMap;
 use std::sync::Arc;
