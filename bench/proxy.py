@@ -182,12 +182,28 @@ def measure(name, run, sidecars, duration):
     return result
 
 
+def profile(out_dir, sidecars, via_url, seconds=8):
+    """One wrk run per sidecar with `perf record` attached to it."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, proc in sidecars.items():
+        data = os.path.join(out_dir, f"perf-{name}.data")
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", data, "-p", str(proc.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        wrk(via_url, seconds, host=HOST)
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+        print(f"profile of the {name} sidecar: perf report -i {data} --no-children --sort sym", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--palisade", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--perf", metavar="DIR",
+                        help="after the rounds, record `perf record -g` of each sidecar under wrk into DIR")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="palisade-bench-")
     mesh, ports, sidecars = build_mesh(os.path.abspath(args.palisade), workdir)
@@ -218,6 +234,8 @@ def main():
                   f"p50 +{pair['rate_via']['p50'] - pair['rate_direct']['p50']:.3f} ms, "
                   f"p99 +{pair['rate_via']['p99'] - pair['rate_direct']['p99']:.3f} ms at {RATE} rps; "
                   f"max {pair['max_via']['rps']:.0f} vs {pair['max_direct']['rps']:.0f} rps", file=sys.stderr)
+        if args.perf:
+            profile(args.perf, sidecars, via_url)
     finally:
         mesh.stop()
 
