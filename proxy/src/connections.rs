@@ -1,7 +1,8 @@
 //! The live connections with mesh peers, by the peer's SVID, so that a revocation
-//! cuts them: new handshakes already fail in the verifier, and
-//! [`LiveConnections::close_revoked`] closes the connections that were established
-//! before the revocation arrived.
+//! or the SVID's expiry cuts them: new handshakes already fail in the verifier, and
+//! [`LiveConnections::close_revoked`] and [`LiveConnections::close_expired`] (run
+//! every second by [`spawn_expiry_sweeper`]) close the connections that were
+//! established before.
 //!
 //! A connection task registers its peer and selects on the returned
 //! [`CloseSignal`] beside the connection itself; dropping the [`Registration`]
@@ -10,10 +11,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use palisade_ca::revocation::RevocationSet;
 use palisade_ca::{Serial, SpiffeId};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+
+/// How often [`spawn_expiry_sweeper`] looks for expired peers.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Every registered peer connection. Locked only when a connection opens or closes
 /// and when revocations change, never per request.
@@ -27,7 +35,16 @@ pub struct LiveConnections {
 struct Peer {
     id: SpiffeId,
     serial: Serial,
+    /// When the peer's certificate expires.
+    not_after: SystemTime,
     close: watch::Sender<bool>,
+}
+
+impl Peer {
+    /// Signals the connection to close; false when it was signalled already.
+    fn close(&self) -> bool {
+        !self.close.send_replace(true)
+    }
 }
 
 /// Keeps a connection registered while it lives.
@@ -58,11 +75,26 @@ impl LiveConnections {
         Arc::new(Self::default())
     }
 
-    /// Registers a connection with the peer holding the SVID `serial` for `id`.
-    pub fn register(self: &Arc<Self>, id: SpiffeId, serial: Serial) -> (Registration, CloseSignal) {
+    /// Registers a connection with the peer holding the SVID `serial` for `id`,
+    /// valid until `not_after`. A peer expired already gets a signal that has fired.
+    pub fn register(
+        self: &Arc<Self>,
+        id: SpiffeId,
+        serial: Serial,
+        not_after: SystemTime,
+    ) -> (Registration, CloseSignal) {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let (close, signal) = watch::channel(false);
-        self.lock().insert(key, Peer { id, serial, close });
+        let expired = not_after <= SystemTime::now();
+        let (close, signal) = watch::channel(expired);
+        self.lock().insert(
+            key,
+            Peer {
+                id,
+                serial,
+                not_after,
+                close,
+            },
+        );
         let registration = Registration {
             key,
             connections: Arc::clone(self),
@@ -84,6 +116,16 @@ impl LiveConnections {
         closed
     }
 
+    /// Signals every connection whose peer's certificate expired by `now` to close,
+    /// and returns how many had not been signalled before.
+    pub fn close_expired(&self, now: SystemTime) -> usize {
+        self.lock()
+            .values()
+            .filter(|peer| peer.not_after <= now)
+            .filter(|peer| peer.close())
+            .count()
+    }
+
     /// How many connections are registered.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -99,8 +141,62 @@ impl LiveConnections {
     }
 }
 
+/// Every second, cuts the connections whose peer's certificate has expired, and
+/// counts them; runs until aborted.
+pub fn spawn_expiry_sweeper(connections: Arc<LiveConnections>, metrics: Arc<Metrics>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let closed = connections.close_expired(SystemTime::now());
+            if closed > 0 {
+                metrics.expired_connections_closed(closed);
+                tracing::info!(closed, "live connections cut: their peer's certificate expired");
+            }
+        }
+    })
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.lock().remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> (SpiffeId, Serial) {
+        let pki = crate::testing::TestPki::shop();
+        let svid = pki.svid(crate::testing::CHECKOUT);
+        (svid.id().clone(), svid.serial().clone())
+    }
+
+    #[test]
+    fn expired_peers_are_closed_once_and_live_ones_are_not() {
+        let connections = LiveConnections::new();
+        let (id, serial) = peer();
+        let now = SystemTime::now();
+        let (_live, live_signal) = connections.register(id.clone(), serial.clone(), now + Duration::from_secs(3600));
+        let (_expiring, expiring_signal) = connections.register(id, serial, now + Duration::from_secs(60));
+        assert_eq!(connections.close_expired(now), 0);
+        assert_eq!(connections.close_expired(now + Duration::from_secs(61)), 1);
+        assert_eq!(
+            connections.close_expired(now + Duration::from_secs(62)),
+            0,
+            "counted once"
+        );
+        assert!(*expiring_signal.0.borrow());
+        assert!(!*live_signal.0.borrow());
+    }
+
+    #[test]
+    fn a_peer_expired_at_registration_is_closed_at_once() {
+        let connections = LiveConnections::new();
+        let (id, serial) = peer();
+        let (_registration, signal) = connections.register(id, serial, SystemTime::now() - Duration::from_secs(1));
+        assert!(*signal.0.borrow());
     }
 }

@@ -34,6 +34,9 @@ pub struct Context {
 pub struct Limits {
     /// Time a peer has to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time a peer has to send its whole ClientHello (within `handshake_timeout`),
+    /// so a silent connection gives its handshake slot back quickly.
+    pub client_hello_timeout: Duration,
     /// Time a client has to send a request's headers (HTTP/1).
     pub header_read_timeout: Duration,
     /// Most header lines in one request (more: 431).
@@ -46,6 +49,9 @@ pub struct Limits {
     pub max_connections_per_peer: usize,
     /// Most TLS handshakes in progress at once on the inbound port.
     pub max_pending_handshakes: usize,
+    /// Most TLS handshakes in progress at once from one source IP, so one host
+    /// cannot take every slot of `max_pending_handshakes`.
+    pub max_pending_handshakes_per_ip: usize,
     /// Time to connect to the app or to another sidecar.
     pub connect_timeout: Duration,
 }
@@ -54,12 +60,14 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
+            client_hello_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(10),
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 256,
             max_connections_per_peer: 256,
             max_pending_handshakes: 256,
+            max_pending_handshakes_per_ip: 16,
             connect_timeout: Duration::from_secs(5),
         }
     }

@@ -3,16 +3,27 @@
 //! Recording a request takes a read lock and an atomic add when its label set was
 //! seen before (always, after warm-up: the labels come from the registry), and
 //! allocates only the first time a label set appears.
+//!
+//! Label values come from the registry and from verified identities, never from
+//! what a peer sends; still, a family holds at most [`MAX_SERIES`] label sets, and
+//! counts anything beyond into one overflow series (`source="overflow"`), so no
+//! caller can grow the page without bound.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use palisade_authz::Direction;
 
 use crate::request::respond::side_name;
+
+/// Most label sets one family holds; later ones count into the overflow series.
+pub const MAX_SERIES: usize = 10_000;
+
+/// Every label value of the overflow series.
+const OVERFLOW: &str = "overflow";
 
 /// One request's labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +48,16 @@ struct OwnedLabels {
 }
 
 impl OwnedLabels {
+    fn new(l: &RequestLabels<'_>) -> Self {
+        Self {
+            source: l.source.into(),
+            destination: l.destination.into(),
+            side: l.side,
+            decision: l.decision.into(),
+            status: l.status,
+        }
+    }
+
     fn matches(&self, l: &RequestLabels<'_>) -> bool {
         *self.source == *l.source
             && *self.destination == *l.destination
@@ -51,6 +72,8 @@ impl OwnedLabels {
 struct Family<L> {
     hasher: std::hash::RandomState,
     series: RwLock<HashMap<u64, Vec<(L, AtomicU64)>>>,
+    /// How many label sets `series` holds.
+    len: AtomicUsize,
 }
 
 impl<L> Default for Family<L> {
@@ -58,6 +81,7 @@ impl<L> Default for Family<L> {
         Self {
             hasher: std::hash::RandomState::new(),
             series: RwLock::default(),
+            len: AtomicUsize::new(0),
         }
     }
 }
@@ -71,53 +95,44 @@ pub struct Metrics {
     snapshot_version: AtomicU64,
     revocation_version: AtomicU64,
     revoked_connections_closed: AtomicU64,
+    expired_connections_closed: AtomicU64,
 }
 
 impl Metrics {
-    /// Counts one request.
+    /// Counts one request; into the overflow series once [`MAX_SERIES`] label sets
+    /// are held.
     pub fn request(&self, labels: &RequestLabels<'_>) {
-        let hash = self.requests.hasher.hash_one(labels);
-        if let Some(series) = self.requests.read().get(&hash) {
-            if let Some((_, count)) = series.iter().find(|(l, _)| l.matches(labels)) {
-                count.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        let mut all = self.requests.write();
-        let series = all.entry(hash).or_default();
-        match series.iter().find(|(l, _)| l.matches(labels)) {
-            Some((_, count)) => {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            None => series.push((
-                OwnedLabels {
-                    source: labels.source.into(),
-                    destination: labels.destination.into(),
-                    side: labels.side,
-                    decision: labels.decision.into(),
-                    status: labels.status,
-                },
-                AtomicU64::new(1),
-            )),
+        let counted = self
+            .requests
+            .add(MAX_SERIES, labels, |l| l.matches(labels), || OwnedLabels::new(labels));
+        if !counted {
+            let overflow = RequestLabels {
+                source: OVERFLOW,
+                destination: OVERFLOW,
+                side: labels.side,
+                decision: OVERFLOW,
+                status: 0,
+            };
+            // One overflow series per side: room for them beyond the cap.
+            self.requests.add(
+                MAX_SERIES.saturating_add(2),
+                &overflow,
+                |l| l.matches(&overflow),
+                || OwnedLabels::new(&overflow),
+            );
         }
     }
 
     /// Counts one failed TLS handshake, by reason (`expired`, `revoked`, …).
     pub fn handshake_failure(&self, reason: &str) {
-        let hash = self.handshake_failures.hasher.hash_one(reason);
-        if let Some(series) = self.handshake_failures.read().get(&hash) {
-            if let Some((_, count)) = series.iter().find(|(r, _)| &**r == reason) {
-                count.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        let mut all = self.handshake_failures.write();
-        let series = all.entry(hash).or_default();
-        match series.iter().find(|(r, _)| &**r == reason) {
-            Some((_, count)) => {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            None => series.push((reason.into(), AtomicU64::new(1))),
+        let family = &self.handshake_failures;
+        if !family.add(MAX_SERIES, reason, |r| &**r == reason, || reason.into()) {
+            family.add(
+                MAX_SERIES.saturating_add(1),
+                OVERFLOW,
+                |r| &**r == OVERFLOW,
+                || OVERFLOW.into(),
+            );
         }
     }
 
@@ -140,6 +155,12 @@ impl Metrics {
     pub fn revoked_connections_closed(&self, n: usize) {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         self.revoked_connections_closed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts connections cut because their peer's certificate expired.
+    pub fn expired_connections_closed(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.expired_connections_closed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The number of requests counted with exactly these labels.
@@ -206,6 +227,12 @@ impl Metrics {
                 "Live connections cut because their peer was revoked.",
                 self.revoked_connections_closed.load(Ordering::Relaxed).to_string(),
             ),
+            (
+                "palisade_expired_connections_closed_total",
+                "counter",
+                "Live connections cut because their peer's certificate expired.",
+                self.expired_connections_closed.load(Ordering::Relaxed).to_string(),
+            ),
         ];
         for (name, kind, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -215,6 +242,44 @@ impl Metrics {
 }
 
 impl<L> Family<L> {
+    /// Adds one to the series `matches` finds, first made by `own` unless the
+    /// family holds `cap` series already; false when it was not counted.
+    fn add<K: std::hash::Hash + ?Sized>(
+        &self,
+        cap: usize,
+        key: &K,
+        matches: impl Fn(&L) -> bool,
+        own: impl FnOnce() -> L,
+    ) -> bool {
+        let hash = self.hasher.hash_one(key);
+        if let Some(series) = self.read().get(&hash) {
+            if let Some((_, count)) = series.iter().find(|(l, _)| matches(l)) {
+                count.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        let mut all = self.write();
+        if let Some((_, count)) = all
+            .get(&hash)
+            .and_then(|series| series.iter().find(|(l, _)| matches(l)))
+        {
+            count.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        if self.len.load(Ordering::Relaxed) >= cap {
+            return false;
+        }
+        all.entry(hash).or_default().push((own(), AtomicU64::new(1)));
+        self.len.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// How many label sets the family holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Vec<(L, AtomicU64)>>> {
         self.series.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -257,6 +322,35 @@ mod tests {
         assert!(text.contains(
             "palisade_requests_total{source=\"spiffe://td/ns/a/sa/a\",destination=\"b/b\",side=\"ingress\",decision=\"allow\",status=\"200\"} 2"
         ));
+    }
+
+    #[test]
+    fn series_beyond_the_cap_count_into_one_overflow_series() {
+        let m = Metrics::default();
+        let hosts: Vec<String> = (0..MAX_SERIES + 50).map(|i| format!("host-{i}.evil")).collect();
+        for host in &hosts {
+            m.request(&RequestLabels {
+                source: "spiffe://td/ns/a/sa/a",
+                destination: host,
+                side: Direction::Ingress,
+                decision: "misdirected",
+                status: 421,
+            });
+        }
+        assert_eq!(m.requests.len(), MAX_SERIES + 1);
+        let overflow = RequestLabels {
+            source: "overflow",
+            destination: "overflow",
+            side: Direction::Ingress,
+            decision: "overflow",
+            status: 0,
+        };
+        assert_eq!(m.request_count(&overflow), 50);
+        assert!(m.render().contains(
+            "palisade_requests_total{source=\"overflow\",destination=\"overflow\",side=\"ingress\",decision=\"overflow\",status=\"0\"} 50"
+        ));
+        let last = hosts.last().unwrap();
+        assert!(!m.render().contains(last.as_str()));
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         limits: Limits::default(),
     });
+    tasks.push(crate::connections::spawn_expiry_sweeper(
+        Arc::clone(&ctx.connections),
+        Arc::clone(&metrics),
+    ));
 
     // 2. Revocations.
     let (revocation_tx, revocation_rx) = watch::channel(None);

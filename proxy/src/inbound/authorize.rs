@@ -14,6 +14,9 @@ use palisade_policy::registry::Service;
 use crate::request::{Canonical, Refusal};
 use crate::state::PolicyState;
 
+/// The destination of a request that named no service served here.
+pub(super) const UNKNOWN: &str = "unknown";
+
 /// One request as the ingress check sees it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ask<'a> {
@@ -36,9 +39,11 @@ pub struct DecisionRecord {
     pub request_id: String,
     /// The caller's SPIFFE ID.
     pub peer: String,
-    /// The service (`ns/name`), or the requested host when no service served here
-    /// matched it.
+    /// The service (`ns/name`), or `unknown` when no service served here matched
+    /// the host: only registry names, so metrics labels stay bounded.
     pub destination: String,
+    /// The host the request named, as canonicalized (for logs, never a label).
+    pub host: String,
     pub action: Action,
     /// The canonical path.
     pub path: String,
@@ -66,20 +71,10 @@ pub(super) struct Verdict {
 pub(super) fn authorize(state: Option<&PolicyState>, ask: &Ask<'_>) -> Verdict {
     let host = ask.request.host.name();
     let Some(state) = state else {
-        return denied(
-            ask,
-            host.to_owned(),
-            None,
-            "no policy snapshot yet: every request is denied",
-        );
+        return denied(ask, None, "no policy snapshot yet: every request is denied");
     };
     let Some(service) = served_service(state, ask.local, host) else {
-        let mut verdict = denied(
-            ask,
-            host.to_owned(),
-            Some(state.version()),
-            "the host is not served here",
-        );
+        let mut verdict = denied(ask, Some(state.version()), "the host is not served here");
         verdict.refusal = Some(Refusal::Misdirected);
         return verdict;
     };
@@ -115,7 +110,7 @@ fn served_service<'s>(state: &'s PolicyState, local: &SpiffeId, host: &str) -> O
 }
 
 /// A deny made without asking the engine.
-fn denied(ask: &Ask<'_>, destination: String, snapshot_version: Option<u64>, why: &str) -> Verdict {
+fn denied(ask: &Ask<'_>, snapshot_version: Option<u64>, why: &str) -> Verdict {
     let decision = Decision {
         effect: Effect::Deny,
         dry_run_deny: false,
@@ -124,7 +119,7 @@ fn denied(ask: &Ask<'_>, destination: String, snapshot_version: Option<u64>, why
         errors: vec![why.to_owned()],
     };
     Verdict {
-        record: record(ask, destination, snapshot_version, decision),
+        record: record(ask, UNKNOWN.to_owned(), snapshot_version, decision),
         refusal: Some(Refusal::Denied {
             side: Direction::Ingress,
         }),
@@ -137,6 +132,7 @@ fn record(ask: &Ask<'_>, destination: String, snapshot_version: Option<u64>, dec
         request_id: ask.request_id.to_str().unwrap_or_default().to_owned(),
         peer: ask.peer.as_str().to_owned(),
         destination,
+        host: ask.request.host.name().to_owned(),
         action: ask.request.action,
         path: ask.request.path.path().to_owned(),
         effect: decision.effect,
@@ -206,6 +202,9 @@ mod tests {
                 status,
                 "{peer} {method} {host}{path} at {local}"
             );
+            if status == Some(421) {
+                assert_eq!(verdict.record.destination, "unknown", "never the peer-sent host");
+            }
         }
     }
 
@@ -239,7 +238,8 @@ mod tests {
                 side: Direction::Ingress
             })
         );
-        assert_eq!(verdict.record.destination, "payments.shop");
+        assert_eq!(verdict.record.destination, "unknown");
+        assert_eq!(verdict.record.host, "payments.shop");
         assert_eq!(verdict.record.snapshot_version, None);
     }
 }

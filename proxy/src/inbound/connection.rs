@@ -81,7 +81,9 @@ pub(super) fn admit(ctx: &Context, slots: &Arc<PeerSlots>, peer: &Peer) -> Optio
         tracing::warn!(peer = %peer.id, remote = %peer.addr, limit = max, "too many inbound connections from this peer; connection closed");
         return None;
     };
-    let (registration, close) = ctx.connections.register(peer.id.clone(), peer.serial.clone());
+    let (registration, close) = ctx
+        .connections
+        .register(peer.id.clone(), peer.serial.clone(), peer.not_after);
     if ctx.trust.revocations().is_revoked(&peer.serial, &peer.id) {
         ctx.metrics.handshake_failure("revoked");
         tracing::info!(peer = %peer.id, serial = %peer.serial, "peer revoked during the handshake; connection closed");
@@ -129,7 +131,8 @@ where
     until_closed(connection, close, peer).await;
 }
 
-/// Drives a connection; a revocation drops it (and with it the socket) at once.
+/// Drives a connection; a revocation or the peer's expiry drops it (and with it
+/// the socket) at once.
 async fn until_closed(connection: impl Future<Output = hyper::Result<()>>, mut close: CloseSignal, peer: &Peer) {
     tokio::select! {
         result = connection => {
@@ -138,7 +141,7 @@ async fn until_closed(connection: impl Future<Output = hyper::Result<()>>, mut c
             }
         }
         () = close.closed() => {
-            tracing::info!(peer = %peer.id, serial = %peer.serial, remote = %peer.addr, "peer revoked; live inbound connection closed");
+            tracing::info!(peer = %peer.id, serial = %peer.serial, remote = %peer.addr, "peer revoked or its certificate expired; live inbound connection closed");
         }
     }
 }

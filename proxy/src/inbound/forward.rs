@@ -1,5 +1,5 @@
 //! The last step: an allowed request goes to the local app over loopback, bodies
-//! and trailers streamed both ways.
+//! and trailers streamed both ways (trailers sanitized like heads).
 //!
 //! Connections to the app are reused: a small stack of idle HTTP/1.1 connections
 //! (one request at a time each) and one shared HTTP/2 connection (h2c, prior
@@ -22,6 +22,7 @@ use palisade_authz::Protocol;
 use tokio::net::TcpStream;
 
 use super::AppProtocol;
+use crate::request::body::{SanitizedTrailers, Streamed};
 use crate::request::Refusal;
 
 /// Most idle HTTP/1.1 connections kept to the app.
@@ -33,8 +34,8 @@ pub(super) struct App {
     addr: SocketAddr,
     protocol: AppProtocol,
     connect_timeout: Duration,
-    idle_h1: Arc<Mutex<Vec<http1::SendRequest<Incoming>>>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    idle_h1: Arc<Mutex<Vec<http1::SendRequest<Streamed>>>>,
+    h2: Mutex<Option<http2::SendRequest<Streamed>>>,
 }
 
 /// Where the request goes and how to name it there.
@@ -88,7 +89,7 @@ impl App {
         target: &Target<'_>,
     ) -> Result<Response<Incoming>, Refusal> {
         let wire = self.wire(target.protocol);
-        let request = upstream_request(parts, body, target, wire)?;
+        let request = upstream_request(parts, SanitizedTrailers::new(body), target, wire)?;
         let result = match wire {
             Wire::Http1 => self.send_h1(request).await,
             Wire::H2 => self.send_h2(request).await,
@@ -108,7 +109,7 @@ impl App {
 
     /// On an idle connection, or a new one when none is left or the idle one turns
     /// out closed before the request was written (then it is safe to send again).
-    async fn send_h1(&self, request: Request<Incoming>) -> Result<Response<Incoming>, AppError> {
+    async fn send_h1(&self, request: Request<Streamed>) -> Result<Response<Incoming>, AppError> {
         let request = match self.idle_h1() {
             Some(mut sender) => match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -128,7 +129,7 @@ impl App {
         Ok(response)
     }
 
-    fn idle_h1(&self) -> Option<http1::SendRequest<Incoming>> {
+    fn idle_h1(&self) -> Option<http1::SendRequest<Streamed>> {
         let mut idle = lock(&self.idle_h1);
         while let Some(sender) = idle.pop() {
             if sender.is_ready() {
@@ -139,7 +140,7 @@ impl App {
     }
 
     /// Returns the connection to the idle stack once the response body is done.
-    fn recycle(&self, mut sender: http1::SendRequest<Incoming>) {
+    fn recycle(&self, mut sender: http1::SendRequest<Streamed>) {
         let idle: Weak<_> = Arc::downgrade(&self.idle_h1);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
@@ -154,7 +155,7 @@ impl App {
         });
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, AppError> {
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Streamed>, AppError> {
         let io = self.connect().await?;
         let (sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
@@ -165,7 +166,7 @@ impl App {
         Ok(sender)
     }
 
-    async fn send_h2(&self, request: Request<Incoming>) -> Result<Response<Incoming>, AppError> {
+    async fn send_h2(&self, request: Request<Streamed>) -> Result<Response<Incoming>, AppError> {
         let shared = lock(&self.h2).as_ref().filter(|s| !s.is_closed()).cloned();
         let request = match shared {
             Some(mut sender) => match sender.try_send_request(request).await {
@@ -182,7 +183,7 @@ impl App {
         Ok(sender.send_request(request).await?)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, AppError> {
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Streamed>, AppError> {
         let io = self.connect().await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -218,10 +219,10 @@ impl App {
 /// headers the earlier steps left.
 fn upstream_request(
     mut parts: Parts,
-    body: Incoming,
+    body: Streamed,
     target: &Target<'_>,
     wire: Wire,
-) -> Result<Request<Incoming>, Refusal> {
+) -> Result<Request<Streamed>, Refusal> {
     let authority = match target.host.port() {
         Some(port) => format!("{}:{port}", target.host.name()),
         None => target.host.name().to_owned(),

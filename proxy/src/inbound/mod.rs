@@ -17,7 +17,7 @@
 //! 2. `x-request-id` kept or set;
 //! 3. canonicalized (`SECURITY.md` §1) on the headers as received, since framing
 //!    and upgrade checks need the hop-by-hop headers;
-//! 4. hop-by-hop and identity headers stripped;
+//! 4. hop-by-hop and identity headers stripped (from trailers too, both ways);
 //! 5. `authorize` — the service the host names must be served here (else 421),
 //!    then the callee's ingress policies decide (none yet: 403, fail-closed);
 //! 6. `forward` — `x-forwarded-client-cert` set from the verified peer, and the
@@ -44,19 +44,19 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use palisade_authz::{Direction, Effect};
 use palisade_ca::svid::unix_seconds;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 pub use authorize::DecisionRecord;
 
-use self::authorize::{authorize, Ask};
+use self::authorize::{authorize, Ask, UNKNOWN};
 use self::connection::PeerSlots;
 use self::forward::{App, Target};
-use self::tls::{Alpn, Peer};
+use self::tls::{Alpn, Peer, PendingSlot};
 use crate::context::Context;
 use crate::metrics::RequestLabels;
+use crate::request::body::SanitizedTrailers;
 use crate::request::framing::{close_after, Verdicts, Watched};
 use crate::request::request_id::{self, REQUEST_ID};
 use crate::request::respond::ProxyBody;
@@ -101,7 +101,7 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
 /// What every connection of one listener shares.
 struct Listener {
     ctx: Arc<Context>,
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerConfig>,
     pending: tls::Pending,
     peers: Arc<PeerSlots>,
     app: App,
@@ -129,29 +129,36 @@ impl Listener {
     fn new(inbound: &Inbound) -> Result<Self, rustls::Error> {
         let ctx = Arc::clone(&inbound.ctx);
         Ok(Self {
-            acceptor: tls::acceptor(&ctx)?,
-            pending: tls::Pending::new(ctx.limits.max_pending_handshakes),
+            tls: tls::server_tls(&ctx)?,
+            pending: tls::Pending::new(
+                ctx.limits.max_pending_handshakes,
+                ctx.limits.max_pending_handshakes_per_ip,
+            ),
             peers: Arc::default(),
             app: App::new(inbound.app, inbound.app_protocol, ctx.limits.connect_timeout),
             ctx,
         })
     }
 
-    /// Spawns the connection, unless too many handshakes are pending already.
+    /// Spawns the connection, unless too many handshakes are pending already, in
+    /// all or from its source IP.
     fn accept(self: &Arc<Self>, connections: &mut JoinSet<()>, tcp: TcpStream, remote: SocketAddr) {
-        let Some(permit) = self.pending.try_enter() else {
-            self.ctx.metrics.handshake_failure("too_many_pending");
-            tracing::warn!(%remote, limit = self.ctx.limits.max_pending_handshakes, "too many inbound TLS handshakes in progress; connection closed");
-            return;
+        let slot = match self.pending.try_enter(remote.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.ctx.metrics.handshake_failure(full.reason());
+                tracing::warn!(%remote, reason = full.reason(), "too many inbound TLS handshakes in progress; connection closed");
+                return;
+            }
         };
-        connections.spawn(handle_connection(Arc::clone(self), tcp, remote, permit));
+        connections.spawn(handle_connection(Arc::clone(self), tcp, remote, slot));
     }
 }
 
 /// One connection: TLS, then the peer admitted, then HTTP.
-async fn handle_connection(listener: Arc<Listener>, tcp: TcpStream, remote: SocketAddr, pending: OwnedSemaphorePermit) {
+async fn handle_connection(listener: Arc<Listener>, tcp: TcpStream, remote: SocketAddr, pending: PendingSlot) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tls::handshake(&listener.acceptor, &listener.ctx, tcp, remote).await;
+    let handshake = tls::handshake(&listener.tls, &listener.ctx, tcp, remote).await;
     drop(pending);
     let Some((tls, peer)) = handshake else {
         return;
@@ -228,7 +235,7 @@ struct Allowed {
 /// A request answered by the sidecar itself.
 struct Refused {
     refusal: Refusal,
-    /// The service, the requested host, or `unknown` before the host is known.
+    /// The service (`ns/name`), or `unknown`: never a name the peer sent.
     destination: String,
     /// The request had no single framing: the connection is closed after the answer.
     close: bool,
@@ -239,7 +246,7 @@ impl Refused {
         tracing::debug!(reason = refusal.label(), "inbound request refused before authorization");
         Self {
             refusal,
-            destination: "unknown".to_owned(),
+            destination: UNKNOWN.to_owned(),
             close: false,
         }
     }
@@ -262,11 +269,7 @@ fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -
     headers::sanitize(&mut parts.headers);
     // A `Connection: x-request-id` header cannot remove the id either.
     parts.headers.insert(REQUEST_ID.clone(), request_id.clone());
-    let view = headers::policy_view(&parts.headers).map_err(|refusal| Refused {
-        refusal,
-        destination: canonical.host.name().to_owned(),
-        close: false,
-    })?;
+    let view = headers::policy_view(&parts.headers).map_err(Refused::early)?;
     let state = ctx.policy.load();
     let verdict = authorize(
         state.as_deref(),
@@ -302,6 +305,7 @@ fn log_decision(record: &DecisionRecord) {
                 request_id = %record.request_id,
                 peer = %record.peer,
                 service = %record.destination,
+                host = %record.host,
                 method = ?record.action,
                 path = %record.path,
                 effect = ?record.effect,
@@ -322,9 +326,9 @@ fn log_decision(record: &DecisionRecord) {
 }
 
 /// The app's response as the caller gets it: no hop-by-hop or identity headers,
-/// and the request id.
+/// in its head or its trailers, and the request id.
 fn app_response(mut response: Response<Incoming>, request_id: &HeaderValue) -> Response<ProxyBody> {
     headers::sanitize(response.headers_mut());
     response.headers_mut().insert(REQUEST_ID.clone(), request_id.clone());
-    response.map(Either::Left)
+    response.map(|body| Either::Left(SanitizedTrailers::new(body)))
 }

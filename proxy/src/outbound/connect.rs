@@ -5,9 +5,8 @@
 //! Nothing here keeps the connection: [`pool`](super::pool) does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use palisade_ca::svid::SvidFacts;
@@ -21,10 +20,11 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::context::Context;
+use crate::request::body::Streamed;
 use crate::request::Refusal;
 
 /// The HTTP/2 connection task's future, driven by the pool.
-pub(crate) type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Incoming, TokioExecutor>;
+pub(crate) type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Streamed, TokioExecutor>;
 
 /// How often an idle connection is pinged, so a dead peer is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -32,10 +32,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// A connection just made, with the server it was verified to be.
 #[derive(Debug)]
 pub(crate) struct Connected {
-    pub(crate) sender: http2::SendRequest<Incoming>,
+    pub(crate) sender: http2::SendRequest<Streamed>,
     pub(crate) connection: Connection,
     pub(crate) server: SpiffeId,
     pub(crate) serial: Serial,
+    /// When the server's certificate expires: the connection is cut then.
+    pub(crate) not_after: SystemTime,
     /// `host:port`, for messages.
     pub(crate) endpoint: String,
 }
@@ -112,7 +114,7 @@ pub(crate) async fn connect(
     let name = endpoint_name(endpoint);
     let tcp = tcp(endpoint, &name, ctx.limits.connect_timeout).await?;
     let tls = handshake(tcp, tls, &name, ctx.limits.handshake_timeout).await?;
-    let (server, serial) = server_identity(&tls, &name)?;
+    let (server, serial, not_after) = server_identity(&tls, &name)?;
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE)
@@ -127,6 +129,7 @@ pub(crate) async fn connect(
         connection,
         server,
         serial,
+        not_after,
         endpoint: name,
     })
 }
@@ -221,8 +224,8 @@ fn handshake_error(error: &std::io::Error, name: &str) -> ConnectError {
     }
 }
 
-/// The verified server's SPIFFE ID and serial, read off its leaf certificate.
-fn server_identity(tls: &TlsStream<TcpStream>, name: &str) -> Result<(SpiffeId, Serial), ConnectError> {
+/// The verified server's SPIFFE ID, serial and expiry, read off its leaf certificate.
+fn server_identity(tls: &TlsStream<TcpStream>, name: &str) -> Result<(SpiffeId, Serial, SystemTime), ConnectError> {
     let failed = |detail: String| ConnectError::Handshake {
         endpoint: name.to_owned(),
         reason: "malformed",
@@ -238,5 +241,5 @@ fn server_identity(tls: &TlsStream<TcpStream>, name: &str) -> Result<(SpiffeId, 
     let id = facts
         .id
         .ok_or_else(|| failed("the server's certificate holds no SPIFFE ID".to_owned()))?;
-    Ok((id, facts.serial))
+    Ok((id, facts.serial, facts.not_after))
 }

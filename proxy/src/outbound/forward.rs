@@ -2,7 +2,8 @@
 //!
 //! Upstream goes exactly what was decided on (`SECURITY.md` §1 rule 4): the
 //! canonical path with the original query, in origin-form, with the canonical host
-//! as `:authority`. Bodies stream both ways and trailers pass (gRPC).
+//! as `:authority`. Bodies stream both ways and trailers pass (gRPC), sanitized
+//! like heads.
 
 use http::header::HOST;
 use http::request::Parts;
@@ -14,6 +15,7 @@ use palisade_ca::SpiffeId;
 use palisade_policy::registry::{Endpoint, Service};
 
 use super::pool::Pool;
+use crate::request::body::{SanitizedTrailers, Streamed};
 use crate::request::headers;
 use crate::request::request_id::REQUEST_ID;
 use crate::request::respond::ProxyBody;
@@ -29,7 +31,7 @@ pub(crate) fn upstream_request(
     mut parts: Parts,
     body: Incoming,
     canonical: &Canonical,
-) -> Result<Request<Incoming>, Refusal> {
+) -> Result<Request<Streamed>, Refusal> {
     let authority = match canonical.host.port() {
         Some(port) => format!("{}:{port}", canonical.host.name()),
         None => canonical.host.name().to_owned(),
@@ -47,7 +49,7 @@ pub(crate) fn upstream_request(
     // `:authority` carries the host; the app's hyper extensions stay here.
     parts.headers.remove(HOST);
     parts.extensions = Extensions::new();
-    Ok(Request::from_parts(parts, body))
+    Ok(Request::from_parts(parts, SanitizedTrailers::new(body)))
 }
 
 /// Sends `request` over a pooled connection to `endpoint`; when the pooled
@@ -63,7 +65,7 @@ pub(crate) async fn send(
     pool: &Pool,
     endpoint: &Endpoint,
     service: &Service,
-    request: Request<Incoming>,
+    request: Request<Streamed>,
 ) -> Result<Response<Incoming>, Refusal> {
     let served_by: &[SpiffeId] = service.served_by();
     let connect_refusal = |e: super::connect::ConnectError| e.refusal(&service.id());
@@ -88,7 +90,8 @@ pub(crate) async fn send(
     }
 }
 
-/// The response as the app receives it: hop-by-hop and identity headers removed,
+/// The response as the app receives it: hop-by-hop and identity headers removed
+/// (from the trailers too),
 /// the request id set, the app's HTTP version.
 pub(crate) fn downstream_response(
     response: Response<Incoming>,
@@ -100,5 +103,5 @@ pub(crate) fn downstream_response(
     parts.headers.insert(REQUEST_ID.clone(), request_id.clone());
     parts.version = version;
     parts.extensions = Extensions::new();
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(SanitizedTrailers::new(body)))
 }

@@ -7,7 +7,8 @@
 //! sender; only the first request to a cold slot connects, the others wait on that
 //! slot alone (and share its failure rather than each trying in turn). Each live
 //! connection is registered in [`LiveConnections`](crate::connections) by the
-//! server's SVID and dropped, freeing its slot, when that SVID is revoked.
+//! server's SVID and dropped, freeing its slot, when that SVID is revoked or
+//! expires.
 //!
 //! TLS client configs are built once per set of expected identities. The SVID
 //! they present comes from the resolver, which rotation swaps in place: new
@@ -18,7 +19,6 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use palisade_ca::tls::client_config;
 use palisade_ca::verify::SvidServerVerifier;
@@ -28,6 +28,7 @@ use rustls::ClientConfig;
 
 use super::connect::{connect, ConnectError, Connected};
 use crate::context::Context;
+use crate::request::body::Streamed;
 
 /// Every pooled connection of one sidecar.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ struct Slot {
 #[derive(Debug)]
 struct Live {
     id: u64,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Streamed>,
 }
 
 impl Pool {
@@ -75,7 +76,7 @@ impl Pool {
         &self,
         endpoint: &Endpoint,
         served_by: &[SpiffeId],
-    ) -> Result<SendRequest<Incoming>, ConnectError> {
+    ) -> Result<SendRequest<Streamed>, ConnectError> {
         let slot = self.slot(endpoint, served_by)?;
         if let Some(sender) = slot.ready() {
             return Ok(sender);
@@ -112,15 +113,16 @@ impl Pool {
 
     /// Registers a new connection, stores its sender in the slot and spawns the task
     /// that drives it until it ends or its server is revoked.
-    fn keep(&self, slot: &Arc<Slot>, connected: Connected) -> Result<SendRequest<Incoming>, ConnectError> {
+    fn keep(&self, slot: &Arc<Slot>, connected: Connected) -> Result<SendRequest<Streamed>, ConnectError> {
         let Connected {
             sender,
             connection,
             server,
             serial,
+            not_after,
             endpoint,
         } = connected;
-        let (registration, mut close) = self.ctx.connections.register(server.clone(), serial.clone());
+        let (registration, mut close) = self.ctx.connections.register(server.clone(), serial.clone(), not_after);
         // Registered first, checked second: a revocation that arrived after the
         // verifier ran and before the registration is caught here, any later one by
         // `close_revoked`.
@@ -147,7 +149,7 @@ impl Pool {
                     }
                 }
                 () = close.closed() => {
-                    tracing::info!(%endpoint, %server, "the server's SVID was revoked; closing its connection");
+                    tracing::info!(%endpoint, %server, "the server's SVID was revoked or expired; closing its connection");
                 }
             }
             forget(&weak, id);
@@ -228,7 +230,7 @@ impl Slot {
     }
 
     /// The live connection's sender, when it has one that is still open.
-    fn ready(&self) -> Option<SendRequest<Incoming>> {
+    fn ready(&self) -> Option<SendRequest<Streamed>> {
         let live = self.lock_live();
         live.as_ref()
             .filter(|live| !live.sender.is_closed())

@@ -3,16 +3,20 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
 use palisade_ca::revocation::{RevocationEntry, RevocationSet, RevocationTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::support::{eventually, h2c, shop_pointing_at, Sidecar, Upstream, UPSTREAM_BODY};
+use crate::connections::spawn_expiry_sweeper;
 use crate::context::Limits;
 use crate::state::empty_handle;
 use crate::testing::{handle, TestPki, FRONTEND, PAYMENTS, REVIEWS};
@@ -235,6 +239,38 @@ async fn grpc_over_h2c_passes_with_its_trailers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_trailers_are_stripped_both_ways_and_grpc_status_passes() {
+    let pki = TestPki::shop();
+    let upstream = Upstream::start(&pki, REVIEWS).await;
+    let app = sidecar(&pki, FRONTEND, &[(REVIEWS_ENDPOINT, upstream.addr)]).await;
+    let mut trailers = HeaderMap::new();
+    trailers.insert(
+        "x-forwarded-client-cert",
+        HeaderValue::from_static("URI=spiffe://evil/ns/x/sa/admin"),
+    );
+    trailers.insert("x-palisade-peer", HeaderValue::from_static("forged"));
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    let message = Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]);
+    let body = Full::new(message.clone()).with_trailers(std::future::ready(Some(Ok::<_, Infallible>(trailers))));
+    let request = Request::post("http://reviews.shop:8080/shop.Reviews/List")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let (parts, body, trailers) = h2c(app.addr, request).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, message);
+    let trailers = trailers.unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert!(trailers.get("x-palisade-peer").is_none(), "{trailers:?}");
+    assert!(trailers.get("x-forwarded-client-cert").is_none(), "{trailers:?}");
+    let received = upstream.seen.requests().pop().unwrap().trailers.unwrap();
+    assert_eq!(received["x-checksum"], "abc");
+    assert!(received.get("x-palisade-peer").is_none(), "{received:?}");
+    assert!(received.get("x-forwarded-client-cert").is_none(), "{received:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_requests_are_bounded_and_canonicalized_too() {
     let pki = TestPki::shop();
     let upstream = Upstream::start(&pki, REVIEWS).await;
@@ -244,7 +280,7 @@ async fn h2c_requests_are_bounded_and_canonicalized_too() {
         many = many.header(format!("x-h{i}"), "1");
     }
     let cases = [
-        (many.body(Full::default()).unwrap(), 431),
+        (many.body(Full::<Bytes>::default()).unwrap(), 431),
         (
             Request::get("http://reviews.shop/reviews")
                 .header("host", "payments.shop")
@@ -382,6 +418,33 @@ async fn a_revoked_server_loses_its_pooled_connection() {
         .metrics
         .render()
         .contains("palisade_tls_handshake_failures_total{reason=\"revoked\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_svid_expires_loses_its_pooled_connection_within_a_second() {
+    let pki = TestPki::shop();
+    let svid = pki.svid_valid_for(REVIEWS, Duration::from_secs(3));
+    let not_after = svid.not_after();
+    let upstream = Upstream::presenting(&pki, svid).await;
+    let app = sidecar(&pki, FRONTEND, &[(REVIEWS_ENDPOINT, upstream.addr)]).await;
+    let sweeper = spawn_expiry_sweeper(Arc::clone(&app.ctx.connections), Arc::clone(&app.ctx.metrics));
+    assert_eq!(app.get("/reviews/1", &["Host: reviews.shop"]).await.status, 200);
+    assert_eq!(app.ctx.connections.len(), 1);
+    assert!(SystemTime::now() < not_after);
+
+    let until_expiry = not_after.duration_since(SystemTime::now()).unwrap_or_default();
+    let (seen, ctx) = (Arc::clone(&upstream.seen), Arc::clone(&app.ctx));
+    let dropped = eventually(until_expiry + Duration::from_millis(1500), || {
+        seen.open.load(Ordering::SeqCst) == 0 && ctx.connections.is_empty()
+    })
+    .await;
+    sweeper.abort();
+    assert!(
+        dropped,
+        "the pooled connection is closed within ~1 s of the server's not_after"
+    );
+    assert!(SystemTime::now() >= not_after, "not before it expired");
+    assert_eq!(app.outbound.pool.live_connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

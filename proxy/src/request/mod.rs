@@ -7,12 +7,14 @@
 //!   verdict per request in order: a body framed two ways (or not plainly) is 400
 //!   and closes the connection, and once the bytes cannot be followed every later
 //!   request is refused (fail-closed), with only the head in progress buffered.
+//! - [`body`] — bodies streamed through, their trailers sanitized like heads.
 //! - [`headers`] — identity headers (`x-forwarded-client-cert`, `x-palisade-*`)
 //!   and hop-by-hop headers stripped in both directions; identity set again only
 //!   from a verified peer.
 //! - [`request_id`] — the `x-request-id` both sides' decisions correlate on.
 //! - [`respond`] — every refusal a caller can see, mapped to its status in one place.
 
+pub mod body;
 pub mod canonical;
 pub mod framing;
 pub mod headers;

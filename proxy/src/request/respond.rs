@@ -7,13 +7,14 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use palisade_authz::Direction;
 
+use super::body::Streamed;
 use super::request_id::REQUEST_ID;
 
-/// A response body: the upstream's, streamed, or one the sidecar wrote itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// A response body: the upstream's, streamed with its trailers sanitized, or one
+/// the sidecar wrote itself.
+pub type ProxyBody = Either<Streamed, Full<Bytes>>;
 
 /// Why the sidecar answered a request itself instead of forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -133,6 +134,15 @@ impl Mesh {
         (sender, closed)
     }
 
+    /// An HTTP/2 connection as `caller` whose request bodies may carry trailers.
+    pub(super) async fn h2_boxed(&self, caller: &str) -> http2::SendRequest<BoxBody<Bytes, Infallible>> {
+        let config = self.client_config(Some(&self.pki.svid(caller)), &[b"h2"]);
+        let tls = tls_connect(self.addr, config).await.unwrap();
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
     /// Whether a request with `config` fails (handshake refused or connection cut).
     pub(super) async fn request_fails(&self, config: Arc<ClientConfig>) -> bool {
         let attempt = async {
@@ -202,7 +212,22 @@ impl Mesh {
 }
 
 pub(super) async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    tls_over(TcpStream::connect(addr).await?, config).await
+}
+
+/// A TLS connection to `addr` from the local address `from` (another loopback
+/// address is another source IP).
+pub(super) async fn tls_connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    tls_over(socket.connect(addr).await?, config).await
+}
+
+async fn tls_over(tcp: TcpStream, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from("payments.shop").unwrap();
     TlsConnector::from(config).connect(name, tcp).await
 }
@@ -235,7 +260,12 @@ pub(super) async fn send_h1(sender: &mut http1::SendRequest<Full<Bytes>>, reques
     read_reply(within(sender.send_request(request)).await.unwrap()).await
 }
 
-pub(super) async fn send_h2(sender: &mut http2::SendRequest<Full<Bytes>>, request: Request<Full<Bytes>>) -> Reply {
+pub(super) async fn send_h2<B>(sender: &mut http2::SendRequest<B>, request: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     read_reply(within(sender.send_request(request)).await.unwrap()).await
 }
 
@@ -290,6 +320,7 @@ pub(super) struct Seen {
     pub(super) version: Version,
     pub(super) headers: HeaderMap,
     pub(super) body: String,
+    pub(super) trailers: Option<HeaderMap>,
 }
 
 impl Seen {
@@ -328,17 +359,22 @@ impl App {
         request: Request<Incoming>,
     ) -> Result<Response<impl hyper::body::Body<Data = Bytes, Error = Infallible>>, Infallible> {
         let (parts, body) = request.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let collected = body.collect().await.ok();
+        let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
+        let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
         let grpc = parts.headers.get("content-type") == Some(&HeaderValue::from_static("application/grpc"));
         lock(&self.seen).push(Seen {
             uri: parts.uri.to_string(),
             version: parts.version,
             headers: parts.headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            trailers,
         });
         let trailers = grpc.then(|| {
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("x-palisade-secret", HeaderValue::from_static("leak"));
+            trailers.insert("x-forwarded-client-cert", HeaderValue::from_static("leak"));
             Ok(trailers)
         });
         let body = Full::new(Bytes::from_static(b"hello from the app")).with_trailers(std::future::ready(trailers));

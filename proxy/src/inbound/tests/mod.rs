@@ -5,19 +5,25 @@
 
 mod fixture;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use palisade_ca::revocation::{RevocationEntry, RevocationSet, RevocationTarget};
 use palisade_ca::{SpiffeId, Svid};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use self::fixture::{h1_over, lock, post, read_some, send_h1, send_h2, server_serial, tls_connect, within, Mesh};
+use self::fixture::{
+    h1_over, lock, post, read_some, send_h1, send_h2, server_serial, tls_connect, tls_connect_from, within, Mesh,
+};
 use super::AppProtocol;
+use crate::connections::spawn_expiry_sweeper;
 use crate::context::Limits;
 use crate::state::empty_handle;
 use crate::testing::{handle, shop_state, TestPki, CHECKOUT, FRONTEND, PAYMENTS, REVIEWS};
@@ -204,7 +210,7 @@ async fn without_a_policy_snapshot_everything_is_denied() {
         reply.body
     );
     assert!(mesh.app.requests().is_empty());
-    assert_eq!(mesh.count(CHECKOUT, "payments.shop", "deny", 403), 1);
+    assert_eq!(mesh.count(CHECKOUT, "unknown", "deny", 403), 1);
 }
 
 #[tokio::test]
@@ -215,9 +221,30 @@ async fn a_host_not_served_here_is_misdirected() {
         let request = Request::get("/").header("host", host).body(Full::default()).unwrap();
         let reply = send_h1(&mut h1, request).await;
         assert_eq!(reply.status, 421, "{host}: {}", reply.body);
-        assert_eq!(mesh.count(FRONTEND, host, "misdirected", 421), 1);
     }
     assert!(mesh.app.requests().is_empty());
+    assert_eq!(mesh.count(FRONTEND, "unknown", "misdirected", 421), 2);
+}
+
+#[tokio::test]
+async fn peer_sent_hosts_never_become_metrics_labels() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h1 = mesh.h1(FRONTEND).await;
+    for i in 0..20 {
+        let host = format!("attacker-{i}.evil");
+        let request = Request::get("/").header("host", &host).body(Full::default()).unwrap();
+        assert_eq!(send_h1(&mut h1, request).await.status, 421);
+    }
+    let bad_header = post("/charge")
+        .header("host", "attacker-bad-header.evil")
+        .header("x-name", http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap())
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send_h1(&mut h1, bad_header).await.status, 400);
+    assert_eq!(mesh.count(FRONTEND, "unknown", "misdirected", 421), 20);
+    assert_eq!(mesh.count(FRONTEND, "unknown", "bad_request", 400), 1);
+    let page = mesh.ctx.metrics.render();
+    assert!(!page.contains("attacker"), "{page}");
 }
 
 #[tokio::test]
@@ -430,7 +457,7 @@ async fn pending_handshakes_are_capped_and_time_out() {
     );
     mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"too_many_pending\"} 1")
         .await;
-    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"timeout\"} 1")
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"client_hello_timeout\"} 1")
         .await;
     let mut h2 = mesh.h2(CHECKOUT).await;
     let reply = send_h2(
@@ -441,6 +468,61 @@ async fn pending_handshakes_are_capped_and_time_out() {
     )
     .await;
     assert_eq!(reply.status, 200, "the slot is free again after the timeout");
+}
+
+#[tokio::test]
+async fn one_host_holding_idle_connections_cannot_lock_out_another() {
+    let limits = Limits {
+        max_pending_handshakes: 20,
+        ..Limits::default()
+    };
+    assert_eq!(limits.max_pending_handshakes_per_ip, 16);
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(TcpStream::connect(mesh.addr).await.unwrap());
+    }
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"too_many_pending_from_ip\"} 14")
+        .await;
+
+    let config = mesh.client_config(Some(&mesh.pki.svid(CHECKOUT)), &[b"h2"]);
+    let tls = within(tls_connect_from(IpAddr::from([127, 0, 0, 2]), mesh.addr, config))
+        .await
+        .unwrap();
+    let (mut h2, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    let charge = Request::post("https://payments.shop/charge")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    assert_eq!(
+        send_h2(&mut h2, charge).await.status,
+        200,
+        "another source IP gets through"
+    );
+    assert!(
+        !mesh.ctx.metrics.render().contains("reason=\"too_many_pending\""),
+        "the global cap was never reached"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_after_the_client_hello_deadline() {
+    let limits = Limits {
+        client_hello_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Auto, limits).await;
+    let mut silent = TcpStream::connect(mesh.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the sidecar closes a connection with no ClientHello well before the 10 s handshake timeout: {read:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"client_hello_timeout\"} 1")
+        .await;
 }
 
 #[tokio::test]
@@ -470,6 +552,48 @@ async fn connections_per_peer_identity_are_capped() {
         "another identity has its own cap"
     );
     assert_eq!(send_h2(&mut first, charge()).await.status, 200);
+}
+
+// ---- Trailers are header fields too ----
+
+#[tokio::test]
+async fn identity_trailers_never_reach_the_app_or_the_caller_and_grpc_status_does() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let mut h2 = mesh.h2_boxed(CHECKOUT).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(
+        "x-forwarded-client-cert",
+        http::HeaderValue::from_static("URI=spiffe://evil/ns/x/sa/admin"),
+    );
+    trailers.insert("x-palisade-peer", http::HeaderValue::from_static("forged"));
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    let body = Full::new(Bytes::from_static(b"\0\0\0\0\x01x"))
+        .with_trailers(std::future::ready(Some(Ok(trailers))))
+        .boxed();
+    let request = Request::post("https://payments.shop/charge")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let reply = send_h2(&mut h2, request).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = mesh.app.only();
+    let app_trailers = seen.trailers.clone().expect("the other trailers pass");
+    assert_eq!(app_trailers["x-checksum"], "abc");
+    assert!(
+        app_trailers.get("x-forwarded-client-cert").is_none(),
+        "{app_trailers:?}"
+    );
+    assert!(app_trailers.get("x-palisade-peer").is_none(), "{app_trailers:?}");
+    assert_eq!(
+        seen.header_values("x-forwarded-client-cert"),
+        [PAYMENTS_XFCC_FROM_CHECKOUT]
+    );
+    let trailers = reply.trailers.expect("gRPC status travels in trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert!(trailers.get("x-palisade-secret").is_none(), "{trailers:?}");
+    assert!(trailers.get("x-forwarded-client-cert").is_none(), "{trailers:?}");
 }
 
 // ---- Live connections: revocation cuts, rotation does not, shutdown ends ----
@@ -506,6 +630,57 @@ async fn a_revoked_peer_loses_its_live_connection_within_a_second() {
     mesh.wait_for_metric("palisade_tls_handshake_failures_total{reason=\"revoked\"} 1")
         .await;
     assert!(mesh.ctx.connections.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_loses_its_live_connection_within_a_second_of_its_certificate_expiring() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let _sweeper = AbortOnDrop(spawn_expiry_sweeper(
+        Arc::clone(&mesh.ctx.connections),
+        Arc::clone(&mesh.ctx.metrics),
+    ));
+    let svid = mesh.pki.svid_valid_for(CHECKOUT, Duration::from_secs(3));
+    let not_after = svid.not_after();
+    let (mut h2, closed) = mesh.h2_with(mesh.client_config(Some(&svid), &[b"h2"])).await;
+    let charge = || {
+        Request::post("https://payments.shop/charge")
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send_h2(&mut h2, charge()).await.status, 200);
+    assert!(SystemTime::now() < not_after, "the connection was live before expiry");
+
+    let until_expiry = not_after.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::timeout(until_expiry + Duration::from_millis(1500), closed)
+        .await
+        .expect("the live connection is closed within ~1 s of the peer's not_after")
+        .unwrap();
+    let late = SystemTime::now().duration_since(not_after);
+    assert!(late.is_ok(), "closed before the certificate expired");
+    println!("expired peer's live connection closed {late:?} after not_after");
+    assert!(h2.is_closed());
+    mesh.wait_for_metric("palisade_expired_connections_closed_total 1")
+        .await;
+    assert!(eventually_empty(&mesh).await);
+}
+
+/// Aborts a background task when the test ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn eventually_empty(mesh: &Mesh) -> bool {
+    for _ in 0..100 {
+        if mesh.ctx.connections.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ pub(super) struct Received {
     pub(super) uri: Uri,
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
+    pub(super) trailers: Option<HeaderMap>,
     /// The SPIFFE ID of the client certificate the caller presented.
     pub(super) client: Option<String>,
 }
@@ -79,7 +80,11 @@ pub(super) struct Upstream {
 impl Upstream {
     /// Starts one presenting an SVID for `presents`.
     pub(super) async fn start(pki: &TestPki, presents: &str) -> Self {
-        let svid = pki.svid(presents);
+        Self::presenting(pki, pki.svid(presents)).await
+    }
+
+    /// Starts one presenting `svid`.
+    pub(super) async fn presenting(pki: &TestPki, svid: Svid) -> Self {
         let config = server_config(
             SvidResolver::with(&svid).unwrap(),
             SvidClientVerifier::new(pki.trust(), true),
@@ -140,7 +145,9 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, hyper::Error> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
     let grpc = parts
         .headers
         .get("content-type")
@@ -150,11 +157,14 @@ async fn respond(
         uri: parts.uri,
         headers: parts.headers,
         body: body.clone(),
+        trailers,
         client,
     });
     let response = if grpc {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("x-palisade-peer", HeaderValue::from_static("forged"));
+        trailers.insert("x-forwarded-client-cert", HeaderValue::from_static("By=forged"));
         Response::builder()
             .header("content-type", "application/grpc")
             .body(Full::new(body).with_trailers(std::future::ready(Some(Ok(trailers)))))
@@ -358,10 +368,12 @@ pub(super) async fn raw(addr: SocketAddr, request: &[u8]) -> Answer {
 
 /// Sends one request as an HTTP/2 prior-knowledge (h2c) app; returns the
 /// response head, body and trailers.
-pub(super) async fn h2c(
-    addr: SocketAddr,
-    request: Request<Full<Bytes>>,
-) -> (http::response::Parts, Bytes, Option<HeaderMap>) {
+pub(super) async fn h2c<B>(addr: SocketAddr, request: Request<B>) -> (http::response::Parts, Bytes, Option<HeaderMap>)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
         .await
