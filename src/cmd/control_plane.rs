@@ -107,19 +107,9 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn log_event(event: &PolicyEvent) {
-    match event {
-        PolicyEvent::Accepted {
-            version,
-            digest,
-            bundle_digest,
-        } => tracing::info!(version, %digest, %bundle_digest, "policy bundle published"),
-        PolicyEvent::Rejected { diagnostics } => {
-            tracing::warn!("policy bundle edit rejected; the last valid version stays in force:\n{diagnostics}");
-        }
-        _ => {}
-    }
-}
+/// Where policy events go. The watcher already logs each one (with the
+/// diagnostics of a rejected edit); the audit service will take them here.
+fn log_event(_event: &PolicyEvent) {}
 
 /// The control plane's admin port.
 struct ControlPlanePages {

@@ -35,14 +35,16 @@ pub struct Workload {
     pub sidecar: Option<Server>,
 }
 
+/// Fields drop in order: sidecars first, then the control plane, then the CA, so
+/// nothing logs the loss of a service it no longer needs.
 pub struct Mesh {
-    pub ca: CaDirFixture,
-    pub ca_server: Server,
-    pub bundle: PathBuf,
+    pub workloads: HashMap<&'static str, Workload>,
     pub control_plane: Option<Server>,
+    pub ca_server: Server,
+    pub ca: CaDirFixture,
+    pub bundle: PathBuf,
     pub control_plane_addr: SocketAddr,
     pub control_plane_admin: SocketAddr,
-    pub workloads: HashMap<&'static str, Workload>,
     _tmp: tempfile::TempDir,
 }
 
@@ -164,40 +166,25 @@ impl Mesh {
         self.control_plane = Some(server);
     }
 
+    /// Starts `name`'s sidecar from a YAML config file (as operators run it), with
+    /// the join token and `extra` as flags (flags override the file).
     pub fn start_sidecar(&mut self, name: &str, extra: &[&str]) {
         let w = &self.workloads[name];
         let token = self.token(&w.id);
-        let (id, inbound, outbound, admin, app) = (
-            w.id.clone(),
-            w.inbound.to_string(),
-            w.outbound.to_string(),
-            w.admin.to_string(),
-            w.app.addr.to_string(),
+        let config = format!(
+            "id: {}\ntrustBundle: {}\nca: {}\ncontrolPlane: {}\ninbound: {}\noutbound: {}\nadmin: {}\napp: {}\n",
+            w.id,
+            s(&self.ca.file("bundle.pem")),
+            self.ca_server.addr,
+            self.control_plane_addr,
+            w.inbound,
+            w.outbound,
+            w.admin,
+            w.app.addr,
         );
-        let trust = self.ca.file("bundle.pem");
-        let control_plane = self.control_plane_addr.to_string();
-        let mut args = vec![
-            "proxy",
-            "run",
-            "--id",
-            &id,
-            "--join-token",
-            &token,
-            "--trust-bundle",
-            s(&trust),
-            "--ca",
-            &self.ca_server.addr,
-            "--control-plane",
-            &control_plane,
-            "--inbound",
-            &inbound,
-            "--outbound",
-            &outbound,
-            "--admin",
-            &admin,
-            "--app",
-            &app,
-        ];
+        let file = self.bundle.with_file_name(format!("{name}-proxy.yaml"));
+        std::fs::write(&file, config).unwrap();
+        let mut args = vec!["proxy", "run", "--config", s(&file), "--join-token", &token];
         args.extend_from_slice(extra);
         let server = Server::start(&args);
         self.workloads.get_mut(name).unwrap().sidecar = Some(server);
