@@ -175,32 +175,28 @@ async fn the_inbound_port_refuses_unauthenticated_peers() {
     );
     assert_eq!(reply.status, 0, "plaintext got an HTTP answer: {}", reply.body);
 
-    // TLS without a client certificate, and with one from another CA.
+    // TLS without a client certificate, with one from another CA, and with an
+    // expired one of our own CA (1 s lifetime, tried after the 30 s skew); a valid
+    // one of our CA is the control that shows the probe itself can get through.
     let stranger_ca = crate::support::CaDirFixture::init("shop.example");
-    let out = tempfile::tempdir().unwrap();
-    ok(&[
-        "ca",
-        "issue",
-        "--spiffe-id",
-        FRONTEND,
-        "--out",
-        crate::support::s(out.path()),
-        "--dir",
-        stranger_ca.path(),
-    ]);
-    let stranger = palisade_ca::Svid::new(
-        palisade_ca::bundle::certs_from_pem(&std::fs::read(out.path().join("chain.pem")).unwrap()).unwrap(),
-        rustls_pki_types::pem::PemObject::from_pem_file(out.path().join("leaf.key")).unwrap(),
-    )
-    .unwrap();
+    let stranger = issued(stranger_ca.path(), FRONTEND, "1h");
+    let valid = issued(mesh.ca.path(), FRONTEND, "1h");
+    let expired = issued(mesh.ca.path(), FRONTEND, "1s");
+    let expiry = std::time::SystemTime::now() + Duration::from_secs(1);
     let trust = palisade_ca::verify::Trust::new(mesh.ca.bundle(), Default::default());
-    for (what, resolver) in [
-        ("no client certificate", palisade_ca::tls::SvidResolver::empty()),
-        (
-            "a certificate from another CA",
-            palisade_ca::tls::SvidResolver::with(&stranger).unwrap(),
-        ),
-    ] {
+    let resolver = |svid: &palisade_ca::Svid| palisade_ca::tls::SvidResolver::with(svid).unwrap();
+    let cases = [
+        ("no client certificate", palisade_ca::tls::SvidResolver::empty(), false),
+        ("a certificate from another CA", resolver(&stranger), false),
+        ("an expired certificate", resolver(&expired), false),
+        ("a valid certificate (control)", resolver(&valid), true),
+    ];
+    // Wait out the verifier's 30 s clock-skew allowance for the expired one.
+    let past_skew = expiry + Duration::from_secs(31);
+    if let Ok(wait) = past_skew.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    for (what, resolver, accepted) in cases {
         let verifier = palisade_ca::verify::SvidServerVerifier::new(
             std::sync::Arc::clone(&trust),
             vec![palisade_ca::SpiffeId::parse(REVIEWS).unwrap()],
@@ -209,23 +205,23 @@ async fn the_inbound_port_refuses_unauthenticated_peers() {
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("reviews.invalid").unwrap();
-        let refused = match connector.connect(name, tcp).await {
-            Err(_) => true,
+        let answered = match connector.connect(name, tcp).await {
+            Err(_) => false,
             Ok(mut tls) => {
                 // TLS 1.3 clients finish before the server checks their certificate:
-                // the refusal arrives as an alert on the first read.
+                // a refusal arrives as an alert on the first read.
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let _ = tls
-                    .write_all(b"GET / HTTP/1.1\r\nHost: reviews.shop:8080\r\nConnection: close\r\n\r\n")
+                    .write_all(b"GET /reviews HTTP/1.1\r\nHost: reviews.shop:8080\r\nConnection: close\r\n\r\n")
                     .await;
                 let mut buf = Vec::new();
-                let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
-                matches!(read, Ok(Err(_))) || buf.is_empty()
+                let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+                buf.starts_with(b"HTTP/1.1 200")
             }
         };
-        assert!(refused, "{what} was accepted");
+        assert_eq!(answered, accepted, "{what}");
     }
-    assert_eq!(app.count(), 0, "nothing reached the app");
+    assert_eq!(app.count(), 1, "only the control reached the app");
     let metrics = mesh.metrics("reviews");
     assert!(metrics.contains("palisade_tls_handshake_failures_total"), "{metrics}");
 }
@@ -435,4 +431,27 @@ async fn rotations_under_traffic_fail_nothing() {
         "fewer than three rotations: {serials:?}"
     );
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// `palisade ca issue` for `id` with lifetime `ttl` from the CA in `ca_dir`.
+fn issued(ca_dir: &str, id: &str, ttl: &str) -> palisade_ca::Svid {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = crate::support::s(out.path());
+    ok(&[
+        "ca",
+        "issue",
+        "--spiffe-id",
+        id,
+        "--ttl",
+        ttl,
+        "--out",
+        out_dir,
+        "--dir",
+        ca_dir,
+    ]);
+    palisade_ca::Svid::new(
+        palisade_ca::bundle::certs_from_pem(&std::fs::read(out.path().join("chain.pem")).unwrap()).unwrap(),
+        rustls_pki_types::pem::PemObject::from_pem_file(out.path().join("leaf.key")).unwrap(),
+    )
+    .unwrap()
 }
