@@ -208,6 +208,7 @@ impl Outbound {
         let canonical = canonicalize(&parts, Some(HTTP_PORT))?;
         sanitize(&mut parts.headers, call.request_id);
         let state = snapshot(self.ctx.policy.load_full(), call)?;
+        self.pool.prune_for(&state);
         let target = mesh_target(&state, &canonical, call)?;
         *destination = Some(target.service.id());
         self.authorize(&state, call, target.service, &canonical, &parts.headers)?;

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use hyper::client::conn::http2::SendRequest;
@@ -29,6 +29,7 @@ use rustls::ClientConfig;
 use super::connect::{connect, ConnectError, Connected};
 use crate::context::Context;
 use crate::request::body::Streamed;
+use crate::state::PolicyState;
 
 /// Every pooled connection of one sidecar.
 #[derive(Debug)]
@@ -38,6 +39,10 @@ pub(crate) struct Pool {
     slots: RwLock<HashMap<u64, Vec<Arc<Slot>>>>,
     configs: RwLock<HashMap<Vec<SpiffeId>, Arc<ClientConfig>>>,
     next_connection: AtomicU64,
+    /// The snapshot the slots were last pruned against: its address for the
+    /// per-request check, and a `Weak` that keeps the address from being reused.
+    pruned_for: AtomicUsize,
+    pruned_weak: Mutex<std::sync::Weak<PolicyState>>,
 }
 
 /// One endpoint, reached with one set of expected identities.
@@ -67,7 +72,44 @@ impl Pool {
             slots: RwLock::default(),
             configs: RwLock::default(),
             next_connection: AtomicU64::new(0),
+            pruned_for: AtomicUsize::new(0),
+            pruned_weak: Mutex::new(std::sync::Weak::new()),
         }
+    }
+
+    /// Drops the slots that no service of `state` names any more (its endpoint
+    /// with its `servedBy`), once per snapshot; a pointer compare otherwise. A
+    /// dropped slot's connection ends when its last in-flight request finishes.
+    pub(crate) fn prune_for(&self, state: &Arc<PolicyState>) {
+        let address = Arc::as_ptr(state) as usize;
+        if self.pruned_for.load(Ordering::Acquire) == address {
+            return;
+        }
+        let mut weak = self.pruned_weak.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.pruned_for.load(Ordering::Acquire) == address {
+            return;
+        }
+        let services = state.bundle().registry().services();
+        let named = |slot: &Slot| {
+            services
+                .iter()
+                .any(|s| s.served_by() == slot.served_by.as_slice() && s.endpoints().contains(&slot.endpoint))
+        };
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        let before: usize = slots.values().map(Vec::len).sum();
+        for bucket in slots.values_mut() {
+            bucket.retain(|slot| named(slot));
+        }
+        slots.retain(|_, bucket| !bucket.is_empty());
+        let dropped = before - slots.values().map(Vec::len).sum::<usize>();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "dropped pooled connections the new policy snapshot no longer names"
+            );
+        }
+        *weak = Arc::downgrade(state);
+        self.pruned_for.store(address, Ordering::Release);
     }
 
     /// A sender on a live connection to `endpoint` whose server presented one of

@@ -472,3 +472,27 @@ async fn an_endpoint_that_is_down_is_503() {
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(answer.body.contains(&closed.to_string()), "{}", answer.body);
 }
+
+/// A snapshot that moves a service to another endpoint retires the pooled
+/// connection to the old one; requests go to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_snapshot_retires_connections_it_no_longer_names() {
+    let pki = TestPki::shop();
+    let old = Upstream::start(&pki, REVIEWS).await;
+    let new = Upstream::start(&pki, REVIEWS).await;
+    let app = sidecar(&pki, FRONTEND, &[(REVIEWS_ENDPOINT, old.addr)]).await;
+    assert_eq!(app.get("/reviews", &["Host: reviews.shop"]).await.status, 200);
+    assert_eq!(app.ctx.connections.len(), 1);
+
+    app.ctx
+        .policy
+        .store(Some(Arc::new(shop_pointing_at(&[(REVIEWS_ENDPOINT, new.addr)]))));
+    assert_eq!(app.get("/reviews", &["Host: reviews.shop"]).await.status, 200);
+    assert_eq!(new.seen.requests().len(), 1);
+    assert_eq!(old.seen.requests().len(), 1, "nothing more went to the old endpoint");
+    let retired = eventually(Duration::from_secs(2), || {
+        app.ctx.connections.len() == 1 && app.outbound.pool.live_connections() == 1
+    })
+    .await;
+    assert!(retired, "the connection to the old endpoint is still open");
+}
