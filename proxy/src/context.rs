@@ -52,8 +52,12 @@ pub struct Limits {
     /// Most TLS handshakes in progress at once from one source IP, so one host
     /// cannot take every slot of `max_pending_handshakes`.
     pub max_pending_handshakes_per_ip: usize,
-    /// Time to connect to the app or to another sidecar.
+    /// Time to connect to the app or to another sidecar (and to wait for a free
+    /// app connection when all are busy).
     pub connect_timeout: Duration,
+    /// Most HTTP/1.1 connections open to the app at once (each carries one request
+    /// at a time); beyond it requests wait up to `connect_timeout`, then get 503.
+    pub max_app_connections: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
             max_pending_handshakes: 256,
             max_pending_handshakes_per_ip: 16,
             connect_timeout: Duration::from_secs(5),
+            max_app_connections: 512,
         }
     }
 }

@@ -20,8 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use palisade_authz::normalize::NormalizedHost;
 use palisade_authz::Protocol;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use super::AppProtocol;
+use crate::context::Limits;
 use crate::request::body::{SanitizedTrailers, Streamed};
 use crate::request::Refusal;
 
@@ -35,6 +37,8 @@ pub(super) struct App {
     protocol: AppProtocol,
     connect_timeout: Duration,
     idle_h1: Arc<Mutex<Vec<http1::SendRequest<Streamed>>>>,
+    /// One permit per open HTTP/1.1 connection to the app, held by its task.
+    h1_permits: Arc<Semaphore>,
     h2: Mutex<Option<http2::SendRequest<Streamed>>>,
 }
 
@@ -57,6 +61,8 @@ enum AppError {
     ConnectTimeout(SocketAddr),
     #[error("the app connection failed: {0}")]
     Http(#[from] hyper::Error),
+    #[error("every connection the sidecar may open to the app stayed busy")]
+    Busy,
 }
 
 /// Which connection a request takes.
@@ -67,12 +73,13 @@ enum Wire {
 }
 
 impl App {
-    pub(super) fn new(addr: SocketAddr, protocol: AppProtocol, connect_timeout: Duration) -> Self {
+    pub(super) fn new(addr: SocketAddr, protocol: AppProtocol, limits: &Limits) -> Self {
         Self {
             addr,
             protocol,
-            connect_timeout,
+            connect_timeout: limits.connect_timeout,
             idle_h1: Arc::default(),
+            h1_permits: Arc::new(Semaphore::new(limits.max_app_connections)),
             h2: Mutex::new(None),
         }
     }
@@ -96,7 +103,12 @@ impl App {
         };
         result.map_err(|e| {
             tracing::warn!(app = %self.addr, error = %e, "the app did not answer");
-            Refusal::BadGateway("the app behind this sidecar did not answer".to_owned())
+            match e {
+                AppError::Busy => {
+                    Refusal::Unavailable("the app behind this sidecar is at its connection limit".to_owned())
+                }
+                _ => Refusal::BadGateway("the app behind this sidecar did not answer".to_owned()),
+            }
         })
     }
 
@@ -156,9 +168,16 @@ impl App {
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Streamed>, AppError> {
+        let permits = Arc::clone(&self.h1_permits);
+        let permit = tokio::time::timeout(self.connect_timeout, permits.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(AppError::Busy)?;
         let io = self.connect().await?;
         let (sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "HTTP/1.1 connection to the app ended");
             }

@@ -135,7 +135,7 @@ impl Listener {
                 ctx.limits.max_pending_handshakes_per_ip,
             ),
             peers: Arc::default(),
-            app: App::new(inbound.app, inbound.app_protocol, ctx.limits.connect_timeout),
+            app: App::new(inbound.app, inbound.app_protocol, &ctx.limits),
             ctx,
         })
     }

@@ -733,3 +733,59 @@ async fn aborting_serve_ends_its_connections() {
         .expect("connections end with serve")
         .unwrap();
 }
+
+/// Connections to the app are capped: with every one busy, a further request
+/// waits up to the connect timeout, then gets 503 instead of another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_app_are_capped() {
+    let limits = Limits {
+        max_app_connections: 2,
+        connect_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let mut mesh = Mesh::with(PAYMENTS, handle(shop_state()), AppProtocol::Http1, limits).await;
+    // An app that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    mesh.restart_with_app(silent_addr).await;
+    let h2 = mesh.h2(CHECKOUT).await;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let mut sender = h2.clone();
+        calls.push(tokio::spawn(async move {
+            let request = Request::post("https://payments.shop/charge")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(3), sender.send_request(request))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|response| response.status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [None, None, Some(503)],
+        "two wait on the silent app, the third is refused"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "no third connection to the app"
+    );
+    holder.abort();
+}
