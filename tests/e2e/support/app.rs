@@ -35,9 +35,9 @@ pub struct App {
 }
 
 impl App {
-    /// Starts an app named `name` on a free loopback port.
-    pub async fn start(name: &'static str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Starts an app named `name` on a free port of `ip`.
+    pub async fn start_on(name: &'static str, ip: std::net::IpAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         Self::serve(name, listener)
     }
 

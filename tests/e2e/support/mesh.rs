@@ -20,9 +20,18 @@ pub const SHOP: [(&str, &str); 4] = [
     ("payments", "payments"),
 ];
 
-/// A free loopback port (bound and released; good enough on loopback).
-pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// A loopback address of its own for each mesh (127.0.0.10, .11, …): ports picked
+/// for a mesh are bound on that address only, so processes of other tests binding
+/// port 0 on 127.0.0.1 can never take them between the pick and the bind.
+fn mesh_ip() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(10);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::net::IpAddr::from([127, 0, 0, n])
+}
+
+/// A free port on `ip` (bound and released).
+pub fn free_port(ip: std::net::IpAddr) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 /// One workload: its app and its sidecar.
@@ -69,6 +78,7 @@ impl Mesh {
 
     /// The shop, changed by `options`.
     pub async fn start(options: Options<'_>) -> Self {
+        let ip = mesh_ip();
         let ca = CaDirFixture::init("shop.example");
         let ca_server = ca.serve();
         let tmp = tempfile::tempdir().unwrap();
@@ -77,15 +87,15 @@ impl Mesh {
 
         let mut workloads = HashMap::new();
         for (name, namespace) in SHOP {
-            let app = App::start(name).await;
+            let app = App::start_on(name, ip).await;
             workloads.insert(
                 name,
                 Workload {
                     id: format!("spiffe://shop.example/ns/{namespace}/sa/{name}"),
                     app,
-                    inbound: free_port(),
-                    outbound: free_port(),
-                    admin: free_port(),
+                    inbound: free_port(ip),
+                    outbound: free_port(ip),
+                    admin: free_port(ip),
                     sidecar: None,
                 },
             );
@@ -109,8 +119,8 @@ impl Mesh {
             std::fs::write(path, text).unwrap();
         }
 
-        let control_plane_addr = free_port();
-        let control_plane_admin = free_port();
+        let control_plane_addr = free_port(ip);
+        let control_plane_admin = free_port(ip);
         let mut mesh = Self {
             ca,
             ca_server,

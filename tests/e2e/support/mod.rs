@@ -79,9 +79,18 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("`palisade {}` did not start listening within 30 s", args.join(" ")));
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "`palisade {}` exited before listening (its stderr is above)",
+                    args.join(" ")
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("`palisade {}` did not start listening within 30 s", args.join(" "))
+            }
+        };
         Self { child, addr }
     }
 
