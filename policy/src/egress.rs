@@ -234,7 +234,7 @@ fn rule(i: usize, entry: &EgressEntry, registry: &Registry, fields: &mut Fields<
         if let Some(service) = registry.service_by_host(name) {
             let problem = Problem::DuplicateHost {
                 host: name.clone(),
-                service: service.id(),
+                service: service.id().to_owned(),
             };
             fields.report(problem, &child(&here, Step::Key("host")));
         }

@@ -119,6 +119,8 @@ pub struct Endpoint {
 pub struct Service {
     namespace: String,
     name: String,
+    /// `namespace/name`, made once: proxies use it on every request.
+    id: String,
     hosts: Vec<String>,
     ports: Vec<u16>,
     labels: BTreeMap<String, String>,
@@ -138,8 +140,8 @@ impl Service {
     }
 
     /// `NAMESPACE/NAME`, its Cedar entity id.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Its canonical host names, the canonical `host` first; never empty.
@@ -275,7 +277,7 @@ pub(crate) fn services(entries: &[ServiceEntry], fields: &mut Fields<'_>) -> Vec
         if let Some((first, _)) = services.get(&key) {
             let first = Located(fields.file.yaml_location(&[Step::Index(*first)]));
             let problem = Problem::DuplicateService {
-                id: service.id(),
+                id: service.id().to_owned(),
                 first,
             };
             fields.report(problem, &[Step::Index(i), Step::Key("name")]);
@@ -319,9 +321,11 @@ fn service(i: usize, entry: &ServiceEntry, fields: &mut Fields<'_>) -> Option<Se
     if fields.diagnostics.len() > errors_before {
         return None;
     }
+    let (namespace, name) = (namespace?, name?);
     Some(Service {
-        namespace: namespace?,
-        name: name?,
+        id: format!("{namespace}/{name}"),
+        namespace,
+        name,
         hosts,
         ports,
         labels,
@@ -345,7 +349,7 @@ fn claim_hosts(i: usize, service: &Service, taken: &mut HashMap<String, String>,
     }
     if free {
         for host in &service.hosts {
-            taken.insert(host.clone(), service.id());
+            taken.insert(host.clone(), service.id().to_owned());
         }
     }
     free

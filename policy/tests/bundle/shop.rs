@@ -12,7 +12,7 @@ fn the_shop_bundle_loads_without_errors() {
     assert_eq!(bundle.mesh().trust_domain().as_str(), "shop.example");
     assert_eq!(bundle.mesh().outbound_mode(), OutboundMode::RegistryOnly);
 
-    let services: Vec<String> = bundle.registry().services().iter().map(|s| s.id()).collect();
+    let services: Vec<String> = bundle.registry().services().iter().map(|s| s.id().to_owned()).collect();
     assert_eq!(
         services,
         [

@@ -119,19 +119,19 @@ fn denied(ask: &Ask<'_>, snapshot_version: Option<u64>, why: &str) -> Verdict {
         errors: vec![why.to_owned()],
     };
     Verdict {
-        record: record(ask, UNKNOWN.to_owned(), snapshot_version, decision),
+        record: record(ask, UNKNOWN, snapshot_version, decision),
         refusal: Some(Refusal::Denied {
             side: Direction::Ingress,
         }),
     }
 }
 
-fn record(ask: &Ask<'_>, destination: String, snapshot_version: Option<u64>, decision: Decision) -> DecisionRecord {
+fn record(ask: &Ask<'_>, destination: &str, snapshot_version: Option<u64>, decision: Decision) -> DecisionRecord {
     let ids = |policies: Vec<DeterminingPolicy>| policies.into_iter().map(|p| p.id).collect();
     DecisionRecord {
         request_id: ask.request_id.to_str().unwrap_or_default().to_owned(),
         peer: ask.peer.as_str().to_owned(),
-        destination,
+        destination: destination.to_owned(),
         host: ask.request.host.name().to_owned(),
         action: ask.request.action,
         path: ask.request.path.path().to_owned(),

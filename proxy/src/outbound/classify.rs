@@ -66,7 +66,7 @@ mod tests {
             let Destination::Mesh(target) = classify(&state, &host) else {
                 panic!("{raw} is not a mesh destination");
             };
-            assert_eq!(Some((target.service.id().as_str(), target.port)), expected, "{raw}");
+            assert_eq!(Some((target.service.id(), target.port)), expected, "{raw}");
         }
     }
 

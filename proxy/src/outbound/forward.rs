@@ -68,7 +68,7 @@ pub(crate) async fn send(
     request: Request<Streamed>,
 ) -> Result<Response<Incoming>, Refusal> {
     let served_by: &[SpiffeId] = service.served_by();
-    let connect_refusal = |e: super::connect::ConnectError| e.refusal(&service.id());
+    let connect_refusal = |e: super::connect::ConnectError| e.refusal(service.id());
     let mut sender = pool.sender(endpoint, served_by).await.map_err(connect_refusal)?;
     let failed = |e: hyper::Error| {
         Refusal::BadGateway(format!(

@@ -210,7 +210,7 @@ impl Outbound {
         let state = snapshot(self.ctx.policy.load_full(), call)?;
         self.pool.prune_for(&state);
         let target = mesh_target(&state, &canonical, call)?;
-        *destination = Some(target.service.id());
+        *destination = Some(target.service.id().to_owned());
         self.authorize(&state, call, target.service, &canonical, &parts.headers)?;
         let endpoint = self.endpoint(target.service)?;
         let upstream = forward::upstream_request(parts, body, &canonical)?;
