@@ -60,7 +60,7 @@ fn check_framing(parts: &Parts) -> Result<(), Refusal> {
         return Err(Refusal::UpgradeUnsupported);
     }
     let lengths = parts.headers.get_all(CONTENT_LENGTH).iter().count();
-    let codings: Vec<_> = parts.headers.get_all(TRANSFER_ENCODING).iter().collect();
+    let mut codings = parts.headers.get_all(TRANSFER_ENCODING).iter();
     if lengths > 1 {
         return bad("the request has several Content-Length headers");
     }
@@ -70,14 +70,11 @@ fn check_framing(parts: &Parts) -> Result<(), Refusal> {
             return bad("the Content-Length header is not a plain decimal number");
         }
     }
-    if !codings.is_empty() {
-        if lengths > 0 {
-            return bad("the request has both Content-Length and Transfer-Encoding");
-        }
-        let only_chunked = matches!(codings.as_slice(), [only] if only.as_bytes().eq_ignore_ascii_case(b"chunked"));
-        if !only_chunked {
-            return bad("the only transfer coding accepted is a single `chunked`");
-        }
+    match (codings.next(), codings.next()) {
+        (None, _) => {}
+        (Some(_), _) if lengths > 0 => return bad("the request has both Content-Length and Transfer-Encoding"),
+        (Some(only), None) if only.as_bytes().eq_ignore_ascii_case(b"chunked") => {}
+        (Some(_), _) => return bad("the only transfer coding accepted is a single `chunked`"),
     }
     Ok(())
 }
