@@ -29,7 +29,12 @@ pub async fn run(command: ControlPlaneCommand) -> anyhow::Result<u8> {
 
 async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     // The bundle first: an invalid bundle at start is a usage error, printed whole.
-    let watch = match watch_bundle(WatchParams::new(&a.bundle), log_event).await {
+    let rejected = Arc::new(LastRejected::default());
+    let on_event = {
+        let rejected = Arc::clone(&rejected);
+        move |event: &PolicyEvent| rejected.record(event)
+    };
+    let watch = match watch_bundle(WatchParams::new(&a.bundle), on_event).await {
         Ok(watch) => watch,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
@@ -80,6 +85,7 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     let pages = ControlPlanePages {
         published: watch.published.clone(),
         status: Arc::clone(&status),
+        rejected,
     };
     admin::serve(admin_listener, Arc::new(pages))?;
     println!(
@@ -109,12 +115,38 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
 
 /// Where policy events go. The watcher already logs each one (with the
 /// diagnostics of a rejected edit); the audit service will take them here.
-fn log_event(_event: &PolicyEvent) {}
+/// The last edit of the bundle that was refused, for operators (the watcher logs
+/// each one with its diagnostics); cleared when a valid version is published.
+#[derive(Default)]
+struct LastRejected(std::sync::Mutex<Option<(i64, String)>>);
+
+impl LastRejected {
+    fn record(&self, event: &PolicyEvent) {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            PolicyEvent::Rejected { diagnostics } => {
+                let now = palisade_ca::svid::unix_seconds(std::time::SystemTime::now());
+                *last = Some((now, diagnostics.to_string()));
+            }
+            PolicyEvent::Accepted { .. } => *last = None,
+            _ => {}
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref().map_or(
+            serde_json::Value::Null,
+            |(at, diagnostics)| json!({"atUnix": at, "diagnostics": diagnostics}),
+        )
+    }
+}
 
 /// The control plane's admin port.
 struct ControlPlanePages {
     published: watch::Receiver<Arc<Published>>,
     status: Arc<ProxyStatus>,
+    rejected: Arc<LastRejected>,
 }
 
 impl Pages for ControlPlanePages {
@@ -126,10 +158,12 @@ impl Pages for ControlPlanePages {
                 "version": published.version,
                 "digest": published.digest.to_string(),
                 "bundleDigest": published.bundle.digest().to_string(),
+                "lastRejected": self.rejected.to_json(),
             })),
             "/proxies" => Page::json(&json!({
                 "version": published.version,
                 "digest": published.digest.to_string(),
+                "lastRejected": self.rejected.to_json(),
                 "proxies": self.status.snapshot(),
             })),
             "/metrics" => {
@@ -164,6 +198,12 @@ async fn status(a: ControlPlaneStatus) -> anyhow::Result<u8> {
         "published version {published} ({})",
         at(&value, "/digest").as_str().unwrap_or("?")
     );
+    if let Some(diagnostics) = at(&value, "/lastRejected/diagnostics").as_str() {
+        let when = timestamp(at(&value, "/lastRejected/atUnix").as_i64().unwrap_or(0));
+        println!(
+            "the last edit of the bundle ({when}) was rejected; version {published} stays in force:\n{diagnostics}"
+        );
+    }
     let version = |v: &serde_json::Value| at(v, "/version").as_u64().map_or("-".to_owned(), |n| n.to_string());
     let rows: Vec<Vec<String>> = at(&value, "/proxies")
         .as_array()

@@ -269,7 +269,16 @@ async fn live_policy_edits_and_a_lost_control_plane() {
     // An invalid edit: logged by the control plane, nothing changes.
     let broken = mesh.bundle.join("policies/reviews/ingress/broken.cedar");
     std::fs::write(&broken, "permit (principal, action, resource").unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = mesh.control_plane_admin.to_string();
+    let status = eventually(Duration::from_secs(5), "the control plane to reject the edit", || {
+        let status = ok(&["control-plane", "status", "--admin", &admin]);
+        status.contains("was rejected").then_some(status)
+    })
+    .await;
+    assert!(
+        status.contains("broken.cedar"),
+        "the rejection names the file: {status}"
+    );
     assert_eq!(mesh.config("reviews")["snapshot"]["version"].as_u64().unwrap(), version);
     assert_eq!(call(frontend, "GET", "reviews.shop:8080", "/reviews", &[]).status, 200);
     std::fs::remove_file(&broken).unwrap();
@@ -285,7 +294,6 @@ async fn live_policy_edits_and_a_lost_control_plane() {
     .await;
     let took = written.elapsed();
     println!("policy edit in force after {} ms", took.as_millis());
-    let admin = mesh.control_plane_admin.to_string();
     eventually(
         Duration::from_secs(5),
         "`control-plane status` to show reviews current",
@@ -300,7 +308,15 @@ async fn live_policy_edits_and_a_lost_control_plane() {
     // The control plane dies: the last snapshot keeps enforcing.
     mesh.control_plane.take().unwrap().kill();
     std::fs::remove_file(mesh.bundle.join("policies/reviews/ingress/closed.cedar")).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the sidecars to notice the control plane is gone",
+        || {
+            let gone = |name| mesh.config(name)["controlPlane"]["connected"] == false;
+            (gone("frontend") && gone("reviews")).then_some(())
+        },
+    )
+    .await;
     assert_eq!(call(frontend, "GET", "reviews.shop:8080", "/reviews", &[]).status, 403);
     assert_eq!(
         call(
@@ -322,7 +338,16 @@ async fn live_policy_edits_and_a_lost_control_plane() {
     // A proxy that never got a snapshot denies everything and is not ready.
     mesh.start_sidecar("checkout", &[]);
     let checkout = mesh.workload("checkout");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        Duration::from_secs(5),
+        "checkout's sidecar to fail to reach the control plane",
+        || {
+            mesh.config("checkout")["controlPlane"]["lastError"]
+                .is_string()
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(admin_get(checkout.admin, "/ready").0, 503);
     assert_eq!(
         call(checkout.outbound, "GET", "reviews.shop:8080", "/reviews", &[]).status,
