@@ -30,6 +30,7 @@ pub struct Canonical {
 /// 501 for an upgrade.
 pub fn canonicalize(parts: &Parts, default_port: Option<u16>) -> Result<Canonical, Refusal> {
     check_framing(parts)?;
+    check_header_names(parts)?;
     let action = action(&parts.method)?;
     let host = host(parts, default_port)?;
     let target = parts
@@ -77,6 +78,18 @@ fn check_framing(parts: &Parts) -> Result<(), Refusal> {
         (Some(_), _) => return bad("the only transfer coding accepted is a single `chunked`"),
     }
     Ok(())
+}
+
+/// `_` is a token byte, so hyper and h2 accept it, but servers that map headers to
+/// variables (CGI, many frameworks) read `x_user` as `x-user`: two spellings of one
+/// header that policies would see as two (`SECURITY.md` §1 rule 1).
+fn check_header_names(parts: &Parts) -> Result<(), Refusal> {
+    match parts.headers.keys().find(|name| name.as_str().contains('_')) {
+        Some(name) => Err(Refusal::BadRequest(format!(
+            "the header name `{name}` has an `_`; use `-`"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn action(method: &Method) -> Result<Action, Refusal> {
@@ -181,7 +194,7 @@ mod tests {
     fn the_rules_hyper_leaves_to_us() {
         let host = ("host", "a.shop");
         type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
-        let cases: [Case<'_>; 12] = [
+        let cases: [Case<'_>; 13] = [
             ("GET", "/", vec![("host", "a.shop"), ("host", "b.shop")], 400),
             ("GET", "/", vec![], 400),
             ("GET", "/", vec![("host", "")], 400),
@@ -204,6 +217,7 @@ mod tests {
             ("TRACE", "/", vec![host], 405),
             ("GET", "/a/../../etc", vec![host], 400),
             ("GET", "/a%2Fb", vec![host], 400),
+            ("GET", "/", vec![host, ("x_user", "admin")], 400),
         ];
         for (method, uri, headers, status) in cases {
             assert_eq!(

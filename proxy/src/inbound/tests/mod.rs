@@ -298,6 +298,31 @@ async fn requests_without_a_single_meaning_are_refused_before_the_app() {
             431,
         ),
         ("too many headers", format!("{charge}{many_headers}\r\n"), 431),
+        ("obs-fold", format!("{charge}x-a: 1\r\n 2\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("space before a colon", format!("{charge}x-a : 1\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("underscore in a header name", format!("{charge}x_a: 1\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("transfer coding other than chunked", format!("{charge}Transfer-Encoding: gzip\r\n\r\n"), 400),
+        (
+            "lower-case method",
+            "post /charge HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "absolute-form authority differing from Host",
+            "POST http://payments.shop/charge HTTP/1.1\r\nHost: reviews.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "encoded NUL",
+            "POST /charge%00 HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "backslash",
+            "POST /x\\..\\charge HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            400,
+        ),
+        ("empty Host", "POST /charge HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\n\r\n".to_owned(), 400),
     ];
     for (name, wire, status) in cases {
         let head = mesh.raw(CHECKOUT, wire.as_bytes()).await;
@@ -313,6 +338,20 @@ async fn requests_without_a_single_meaning_are_refused_before_the_app() {
         .raw(CHECKOUT, format!("{charge}Content-Length: 0\r\n\r\n").as_bytes())
         .await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
+}
+
+/// A request-target longer than the canonicalizer takes (8 KiB), within the
+/// default header limit, gets 414 and reaches nothing.
+#[tokio::test]
+async fn an_overlong_request_target_is_414() {
+    let mesh = Mesh::start(PAYMENTS).await;
+    let wire = format!(
+        "POST /{} HTTP/1.1\r\nHost: payments.shop\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let head = mesh.raw(CHECKOUT, wire.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head:?}");
+    assert!(mesh.app.requests().is_empty());
 }
 
 #[tokio::test]
