@@ -64,8 +64,9 @@ async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
             dir,
             listen: a.listen,
             default_ttl: a.default_ttl,
+            events: None,
         },
-        |addr| println!("palisade CA for trust domain {td} listening on {addr}"),
+        |started| println!("palisade CA for trust domain {td} listening on {}", started.addr),
         shutdown,
     )
     .await?;

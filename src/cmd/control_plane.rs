@@ -3,11 +3,6 @@
 
 use std::sync::Arc;
 
-use palisade_ca::client::revocations;
-use palisade_ca::client::rotation::{self, Bootstrap, RotationParams};
-use palisade_ca::client::CaEndpoint;
-use palisade_ca::tls::SvidResolver;
-use palisade_ca::TrustBundle;
 use palisade_policy::distribute::{
     control_plane_id, serve, watch_bundle, PolicyEvent, ProxyStatus, Published, ServeParams, WatchParams,
 };
@@ -15,7 +10,8 @@ use palisade_proxy::admin::{self, Page, Pages};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{shutdown_signal, UsageError};
+use super::identity::ServiceIdentity;
+use super::shutdown_signal;
 use crate::cli::{ControlPlaneCommand, ControlPlaneServe, ControlPlaneStatus, Output};
 use crate::exit;
 use crate::output::{self, timestamp};
@@ -48,32 +44,7 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     let first = Arc::clone(&watch.published.borrow());
     let td = first.bundle.mesh().trust_domain().clone();
     let id = control_plane_id(&td)?;
-    let bundle = TrustBundle::load(td.clone(), &a.trust_bundle).map_err(|e| {
-        UsageError(format!(
-            "cannot read the trust bundle `{}` for trust domain {td}: {e}",
-            a.trust_bundle.display()
-        ))
-    })?;
-
-    // Our own SVID, kept fresh; revocations followed so revoked proxies are refused.
-    let endpoint = CaEndpoint::new(a.ca.clone(), bundle);
-    let trust = Arc::clone(&endpoint.trust);
-    let (svids, rotation) = rotation::start(RotationParams {
-        endpoint: endpoint.clone(),
-        id: id.clone(),
-        bootstrap: Bootstrap::JoinToken(a.join_token.clone()),
-        ttl: None,
-    })
-    .await?;
-    let resolver = SvidResolver::with(&svids.borrow())?;
-    let follow_svids = resolver.follow(svids);
-    let (revocation_tx, _revocation_rx) = watch::channel(None);
-    let revocations = tokio::spawn(revocations::follow(
-        endpoint,
-        Arc::clone(&resolver),
-        Arc::clone(&trust),
-        revocation_tx,
-    ));
+    let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &a.join_token).await?;
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -98,17 +69,16 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     let result = serve(
         ServeParams {
             listener,
-            resolver,
-            trust,
+            resolver: Arc::clone(&identity.resolver),
+            trust: Arc::clone(&identity.trust),
             published: watch.published.clone(),
             status,
         },
         shutdown_signal(),
     )
     .await;
-    for task in [rotation, follow_svids, revocations, watch.task] {
-        task.abort();
-    }
+    watch.task.abort();
+    drop(identity);
     result?;
     Ok(exit::OK)
 }

@@ -3,6 +3,7 @@
 mod ca;
 mod control_plane;
 mod demo;
+mod identity;
 mod policy;
 mod proxy;
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
 
+use super::events::CaEvent;
 use super::{blocking, store_status, CaState};
 use crate::attest::join_token::{hash_secret, new_secret, secret_matches, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 use crate::proto::v1 as pb;
@@ -53,6 +54,9 @@ impl pb::ca_admin_server::CaAdmin for Admin {
                 .map_err(store_status)?;
             state.publish().map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(%target, version, changed, "revoked");
+            if changed {
+                state.report(CaEvent::Revoked { target, reason });
+            }
             Ok(pb::RevocationChange { version, changed })
         })
         .await
@@ -67,6 +71,9 @@ impl pb::ca_admin_server::CaAdmin for Admin {
             let (version, changed) = state.store.unrevoke(&target).map_err(store_status)?;
             state.publish().map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(%target, version, changed, "unrevoked");
+            if changed {
+                state.report(CaEvent::Unrevoked { target });
+            }
             Ok(pb::RevocationChange { version, changed })
         })
         .await

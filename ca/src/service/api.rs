@@ -8,6 +8,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::events::CaEvent;
 use super::incoming::{PeerInfo, PeerSvid};
 use super::{blocking, issue_status, store_status, CaState};
 use crate::attest::join_token::hash_secret;
@@ -127,11 +128,25 @@ fn sign(
                     .revoke(&target, &why, unix_seconds(now))
                     .map_err(store_status)?;
                 let _ = state.publish();
+                state.report(CaEvent::Revoked { target, reason: why });
                 return Err(lineage_revoked(from, &ancestor));
             }
         }
     }
     tracing::info!(id = %issued.id, serial = %issued.serial, kind = ?record.kind, "SVID signed");
+    let (id, serial, not_after_unix) = (issued.id.clone(), issued.serial.clone(), record.not_after_unix);
+    state.report(match record.kind {
+        IssuanceKind::Renewed => CaEvent::Renewed {
+            id,
+            serial,
+            not_after_unix,
+        },
+        _ => CaEvent::Issued {
+            id,
+            serial,
+            not_after_unix,
+        },
+    });
     Ok(pb::SignResponse {
         leaf_der: issued.leaf.to_vec(),
         chain_der: state.signer.chain().iter().map(|c| c.to_vec()).collect(),

@@ -9,6 +9,7 @@
 
 mod admin;
 mod api;
+pub mod events;
 pub mod incoming;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use self::events::{CaEvent, CaEvents};
 use crate::dir::{CaDir, CaDirError};
 use crate::issuer::{CaSigner, IssueError};
 use crate::proto::v1 as pb;
@@ -81,11 +83,16 @@ pub struct CaState {
     pub(crate) lists: watch::Sender<Arc<Published>>,
     pub(crate) admin_hash: String,
     pub(crate) default_ttl: Duration,
+    pub(crate) events: Option<Arc<dyn CaEvents>>,
 }
 
 impl CaState {
     /// Loads the CA from its directory.
-    pub fn load(dir: &CaDir, default_ttl: Duration) -> Result<Arc<Self>, ServeError> {
+    pub fn load(
+        dir: &CaDir,
+        default_ttl: Duration,
+        events: Option<Arc<dyn CaEvents>>,
+    ) -> Result<Arc<Self>, ServeError> {
         let signer = dir.signer()?;
         let store = dir.store()?;
         let admin_hash = store.admin_token_hash()?.ok_or(ServeError::NoAdminCredential)?;
@@ -102,6 +109,7 @@ impl CaState {
             lists,
             admin_hash,
             default_ttl,
+            events,
         });
         state.publish()?;
         Ok(state)
@@ -126,6 +134,13 @@ impl CaState {
         Ok(version)
     }
 
+    /// Reports an event to the sink, if there is one.
+    pub(crate) fn report(&self, event: CaEvent) {
+        if let Some(events) = &self.events {
+            events.event(event);
+        }
+    }
+
     /// Issues the CA's own serving SVID (its key stays in this process).
     fn own_svid(&self) -> Result<crate::svid::Svid, ServeError> {
         let td = self.signer.trust_domain();
@@ -141,6 +156,11 @@ impl CaState {
             issued_at_unix: unix_seconds(now),
             renewed_from: None,
         })?;
+        self.report(CaEvent::Issued {
+            id: svid.id().clone(),
+            serial: svid.serial().clone(),
+            not_after_unix: unix_seconds(svid.not_after()),
+        });
         Ok(svid)
     }
 }
@@ -151,17 +171,30 @@ pub struct ServeParams {
     pub dir: CaDir,
     pub listen: SocketAddr,
     pub default_ttl: Duration,
+    /// Where CA events go (the audit service), if anywhere.
+    pub events: Option<Arc<dyn CaEvents>>,
+}
+
+/// What a started CA tells its caller.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The bound address (differs from `listen` when port 0 was asked for).
+    pub addr: SocketAddr,
+    /// The CA's own SVID, renewed in place: a client identity for talking to the
+    /// audit service.
+    pub resolver: Arc<SvidResolver>,
+    /// The trust bundle and the live revocations.
+    pub trust: Arc<Trust>,
 }
 
 /// Runs the CA until `shutdown` resolves. `on_listening` is told the bound address
-/// (which differs from `listen` when port 0 was asked for); it is also written to
-/// the directory's `ca.addr`.
+/// (also written to the directory's `ca.addr`), the CA's own SVID and its trust.
 pub async fn serve(
     params: ServeParams,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(Started),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let state = CaState::load(&params.dir, params.default_ttl)?;
+    let state = CaState::load(&params.dir, params.default_ttl, params.events.clone())?;
     let resolver = SvidResolver::with(&state.own_svid()?)?;
     let verifier = SvidClientVerifier::new(Arc::clone(&state.trust), false);
     let tls = crate::tls::server_config(Arc::clone(&resolver), verifier, &[b"h2"])?;
@@ -176,7 +209,11 @@ pub async fn serve(
         source,
     })?;
     params.dir.write_addr(&bound.to_string())?;
-    on_listening(bound);
+    on_listening(Started {
+        addr: bound,
+        resolver: Arc::clone(&resolver),
+        trust: Arc::clone(&state.trust),
+    });
 
     let (tx, rx) = mpsc::channel(64);
     let accept = tokio::spawn(incoming::accept_loop(listener, incoming::acceptor(tls), tx));
