@@ -30,7 +30,7 @@ pub struct Record {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum Event {
     Decision(Decision),
     External(External),
