@@ -14,6 +14,7 @@
 //!   verified peer SVID, never a field of the payload.
 //! - [`deliver`] — the sender's side: a bounded queue, batches, a bounded on-disk
 //!   spool while the service is away, metrics, strict mode.
+//! - [`wire`] — records to and from the wire, and the limits the service enforces.
 //! - [`proto`] — the generated gRPC code.
 
 pub mod chain;
@@ -24,3 +25,4 @@ pub mod query;
 pub mod record;
 pub mod report;
 pub mod store;
+pub mod wire;

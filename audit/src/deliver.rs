@@ -1,1 +1,0 @@
-//! See the crate documentation; built by the egress and audit issue.
