@@ -163,6 +163,9 @@ pub struct ProxyRun {
     /// Requested SVID lifetime, e.g. 30m or 1h (the CA caps it).
     #[arg(long)]
     pub svid_ttl: Option<String>,
+    /// Map an external host name to addresses before DNS, e.g. api.stripe.com=127.0.0.2 (repeatable).
+    #[arg(long, value_name = "HOST=IP[,IP]")]
+    pub resolve: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

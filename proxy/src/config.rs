@@ -14,12 +14,16 @@
 //! outbound: 127.0.0.1:15001                        # the app's plain HTTP, loopback only
 //! admin: 127.0.0.1:15000                           # /ready /metrics /config
 //! svidTtl: 1h                                      # requested SVID lifetime
+//! resolve:                                         # external host names, before DNS
+//!   api.stripe.com: [127.0.0.2]                    # (flag: --resolve api.stripe.com=127.0.0.2)
 //! ```
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_authz::normalize_host;
 use palisade_ca::{SpiffeId, SpiffeIdError};
 use serde::Deserialize;
 
@@ -59,6 +63,9 @@ pub struct ConfigLayer {
     pub admin: Option<SocketAddr>,
     /// A duration such as `30m` or `1h`.
     pub svid_ttl: Option<String>,
+    /// External host names mapped to addresses, looked up before DNS (like curl's
+    /// `--resolve` or Kubernetes `hostAliases`): for tests and air-gapped sites.
+    pub resolve: Option<BTreeMap<String, Vec<IpAddr>>>,
 }
 
 /// How the first SVID is obtained.
@@ -84,6 +91,8 @@ pub struct ProxyConfig {
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
     pub svid_ttl: Option<Duration>,
+    /// Canonical external host name → the addresses it stands for.
+    pub resolve: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// A setting is missing or wrong.
@@ -108,6 +117,8 @@ pub enum ConfigError {
     },
     #[error("`svidTtl` is `{0}`: use a duration such as `30m` or `1h` (at most 24h)")]
     Ttl(String),
+    #[error("the `resolve` entry `{entry}` is not valid: {reason}; write it as HOST=IP[,IP] (flag) or `HOST: [IP, …]` (file)")]
+    Resolve { entry: String, reason: String },
 }
 
 impl ConfigLayer {
@@ -143,7 +154,32 @@ impl ConfigLayer {
             outbound: over.outbound.or(self.outbound),
             admin: over.admin.or(self.admin),
             svid_ttl: over.svid_ttl.or(self.svid_ttl),
+            resolve: match (self.resolve, over.resolve) {
+                (Some(mut base), Some(over)) => {
+                    base.extend(over);
+                    Some(base)
+                }
+                (base, over) => over.or(base),
+            },
         }
+    }
+
+    /// The `--resolve HOST=IP[,IP]` flags, as a layer's `resolve` (none when no
+    /// flag was given).
+    ///
+    /// # Errors
+    ///
+    /// The first flag that is not `HOST=IP[,IP]`.
+    pub fn resolve_flags<S: AsRef<str>>(flags: &[S]) -> Result<Option<BTreeMap<String, Vec<IpAddr>>>, ConfigError> {
+        if flags.is_empty() {
+            return Ok(None);
+        }
+        let mut map = BTreeMap::new();
+        for flag in flags {
+            let (host, ips) = parse_resolve_flag(flag.as_ref())?;
+            map.insert(host, ips);
+        }
+        Ok(Some(map))
     }
 
     /// Checks the settings and fills in defaults.
@@ -174,6 +210,7 @@ impl ConfigLayer {
             "the admin pages list callers and configuration without authentication",
         )?;
         let svid_ttl = self.svid_ttl.map(|t| parse_ttl(&t)).transpose()?;
+        let resolve = canonical_resolve(self.resolve.unwrap_or_default())?;
         Ok(ProxyConfig {
             id,
             first_svid,
@@ -186,8 +223,52 @@ impl ConfigLayer {
             outbound,
             admin,
             svid_ttl,
+            resolve,
         })
     }
+}
+
+/// One `--resolve` flag: `HOST=IP[,IP]`.
+///
+/// # Errors
+///
+/// When it is not of that form (the host is checked by [`ConfigLayer::resolve`]).
+pub fn parse_resolve_flag(flag: &str) -> Result<(String, Vec<IpAddr>), ConfigError> {
+    let bad = |reason: &str| ConfigError::Resolve {
+        entry: flag.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (host, ips) = flag.split_once('=').ok_or_else(|| bad("it has no `=`"))?;
+    let ips = ips
+        .split(',')
+        .map(|ip| {
+            ip.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| bad("an address is not an IP address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((host.trim().to_owned(), ips))
+}
+
+/// The map with canonical host names (lower case, no trailing dot) as keys, each
+/// with at least one address.
+fn canonical_resolve(raw: BTreeMap<String, Vec<IpAddr>>) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for (host, ips) in raw {
+        let bad = |reason: String| ConfigError::Resolve {
+            entry: host.clone(),
+            reason,
+        };
+        let name = normalize_host(&host, None).map_err(|e| bad(e.to_string()))?;
+        if name.port().is_some() {
+            return Err(bad("a host name here has no port".to_owned()));
+        }
+        if ips.is_empty() {
+            return Err(bad("it maps to no address".to_owned()));
+        }
+        map.insert(name.name().to_owned(), ips);
+    }
+    Ok(map)
 }
 
 fn default_addr(addr: &str) -> SocketAddr {
@@ -273,5 +354,33 @@ mod tests {
         assert!(matches!(layer(&bad_id).resolve(), Err(ConfigError::Id(_))));
         let ttl = format!("{BASE}svidTtl: 2d\n");
         assert!(matches!(layer(&ttl).resolve(), Err(ConfigError::Ttl(_))));
+    }
+
+    #[test]
+    fn resolve_maps_canonical_names_and_flags_win_per_host() {
+        let file = format!("{BASE}resolve:\n  API.Stripe.com.: [127.0.0.2, \"::1\"]\n  example.com: [10.0.0.1]\n");
+        let flags = ConfigLayer {
+            resolve: ConfigLayer::resolve_flags(&["example.com=127.0.0.3,127.0.0.4"]).unwrap(),
+            ..ConfigLayer::default()
+        };
+        let config = layer(&file).overridden_by(flags).resolve().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(config.resolve["api.stripe.com"], [ip("127.0.0.2"), ip("::1")]);
+        assert_eq!(config.resolve["example.com"], [ip("127.0.0.3"), ip("127.0.0.4")]);
+        assert_eq!(ConfigLayer::resolve_flags::<&str>(&[]).unwrap(), None);
+        for bad in ["example.com", "example.com=", "example.com=x.y", "=127.0.0.1"] {
+            let parsed = ConfigLayer::resolve_flags(&[bad]).and_then(|map| {
+                ConfigLayer {
+                    resolve: map,
+                    ..layer(BASE)
+                }
+                .resolve()
+            });
+            assert!(matches!(parsed, Err(ConfigError::Resolve { .. })), "{bad}: {parsed:?}");
+        }
+        for yaml in ["resolve:\n  a.example: []\n", "resolve:\n  a.example:80: [127.0.0.1]\n"] {
+            let config = layer(&format!("{BASE}{yaml}")).resolve();
+            assert!(matches!(config, Err(ConfigError::Resolve { .. })), "{yaml}: {config:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What every part of a running sidecar shares: who it is, whom it trusts, the
-//! policy in force, its live connections, its metrics and its limits.
+//! policy in force, its live connections, its metrics, its audit sink, how it
+//! reaches external hosts and its limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use palisade_ca::tls::SvidResolver;
 use palisade_ca::verify::Trust;
 use palisade_ca::SpiffeId;
 
+use crate::audit::AuditSink;
 use crate::connections::LiveConnections;
+use crate::egress::EgressSettings;
 use crate::metrics::Metrics;
 use crate::state::PolicyHandle;
 
@@ -26,6 +29,13 @@ pub struct Context {
     /// Live peer connections, for revocation cuts.
     pub connections: Arc<LiveConnections>,
     pub metrics: Arc<Metrics>,
+    /// Where decision and external-destination records go.
+    pub audit: Arc<dyn AuditSink>,
+    /// Forward nothing (503) while `audit` is not accepting records.
+    pub strict_audit: bool,
+    /// Name mapping for external hosts, and this sidecar's own listeners (never a
+    /// destination).
+    pub egress: EgressSettings,
     pub limits: Limits,
 }
 
@@ -58,6 +68,11 @@ pub struct Limits {
     /// Most HTTP/1.1 connections open to the app at once (each carries one request
     /// at a time); beyond it requests wait up to `connect_timeout`, then get 503.
     pub max_app_connections: usize,
+    /// Time an app has, after the `200` to its `CONNECT`, to send its whole TLS
+    /// ClientHello.
+    pub tunnel_hello_timeout: Duration,
+    /// A tunnel with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -74,6 +89,8 @@ impl Default for Limits {
             max_pending_handshakes_per_ip: 16,
             connect_timeout: Duration::from_secs(5),
             max_app_connections: 512,
+            tunnel_hello_timeout: Duration::from_secs(5),
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }

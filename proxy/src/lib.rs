@@ -15,6 +15,11 @@
 //! - [`inbound`] — mTLS with a required, verified client SVID; the callee's
 //!   **ingress** decision; the request forwarded to the app on loopback with the
 //!   verified peer in `x-forwarded-client-cert`.
+//! - [`egress`] — destinations outside the mesh: the egress allowlist, BlackHole
+//!   and Passthrough, name resolution and the addresses never reached, `CONNECT`
+//!   tunnels checked on their TLS ClientHello's SNI.
+//! - [`audit`] — the records both sides emit (decisions, external destinations)
+//!   and the sink they go to; strict audit mode.
 //! - [`request`] — what both sides share: canonicalization (the one rule of
 //!   `palisade-authz`), identity and hop-by-hop header handling, request ids, and the
 //!   refusals a caller sees.
@@ -30,9 +35,11 @@
 //! their distribution (`palisade-policy`), certificates (`palisade-ca`).
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod connections;
 pub mod context;
+pub mod egress;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

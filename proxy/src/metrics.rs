@@ -8,6 +8,11 @@
 //! what a peer sends; still, a family holds at most [`MAX_SERIES`] label sets, and
 //! counts anything beyond into one overflow series (`source="overflow"`), so no
 //! caller can grow the page without bound.
+//!
+//! Requests for destinations outside the mesh count under the destination
+//! `external` in `palisade_requests_total` (forwarded through Passthrough with the
+//! decision `passthrough`); their host names, which the app chooses, go only into
+//! `palisade_proxy_external_total{kind, host}`, capped the same way.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -67,6 +72,14 @@ impl OwnedLabels {
     }
 }
 
+/// One external event's labels: `allowlisted`, `blackhole` or `passthrough`, and
+/// the canonical host.
+#[derive(Debug)]
+struct ExternalLabels {
+    kind: &'static str,
+    host: Box<str>,
+}
+
 /// A labelled counter family keyed by a hash of its labels.
 #[derive(Debug)]
 struct Family<L> {
@@ -91,6 +104,7 @@ impl<L> Default for Family<L> {
 pub struct Metrics {
     requests: Family<OwnedLabels>,
     handshake_failures: Family<Box<str>>,
+    external: Family<ExternalLabels>,
     svid_expiry: AtomicI64,
     snapshot_version: AtomicU64,
     revocation_version: AtomicU64,
@@ -134,6 +148,39 @@ impl Metrics {
                 || OVERFLOW.into(),
             );
         }
+    }
+
+    /// Counts one request or tunnel for an external host, by kind (`allowlisted`,
+    /// `blackhole`, `passthrough`) and host; into `host="overflow"` once
+    /// [`MAX_SERIES`] label sets are held.
+    pub fn external(&self, kind: &'static str, host: &str) {
+        let family = &self.external;
+        let own = || ExternalLabels {
+            kind,
+            host: host.into(),
+        };
+        if !family.add(MAX_SERIES, &(kind, host), |l| l.kind == kind && *l.host == *host, own) {
+            // One overflow series per kind: room for them beyond the cap.
+            family.add(
+                MAX_SERIES.saturating_add(3),
+                &(kind, OVERFLOW),
+                |l| l.kind == kind && &*l.host == OVERFLOW,
+                || ExternalLabels {
+                    kind,
+                    host: OVERFLOW.into(),
+                },
+            );
+        }
+    }
+
+    /// The number of external events counted with this kind and host.
+    pub fn external_count(&self, kind: &str, host: &str) -> u64 {
+        let hash = self.external.hasher.hash_one((kind, host));
+        self.external
+            .read()
+            .get(&hash)
+            .and_then(|series| series.iter().find(|(l, _)| l.kind == kind && *l.host == *host))
+            .map_or(0, |(_, count)| count.load(Ordering::Relaxed))
     }
 
     /// The current SVID's expiry, in Unix seconds.
@@ -199,6 +246,19 @@ impl Metrics {
                 out,
                 "palisade_tls_handshake_failures_total{{reason=\"{}\"}} {}",
                 escape(reason),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP palisade_proxy_external_total Requests and tunnels for hosts outside the mesh, by kind and host.\n",
+        );
+        out.push_str("# TYPE palisade_proxy_external_total counter\n");
+        for (l, count) in self.external.read().values().flatten() {
+            let _ = writeln!(
+                out,
+                "palisade_proxy_external_total{{kind=\"{}\",host=\"{}\"}} {}",
+                l.kind,
+                escape(&l.host),
                 count.load(Ordering::Relaxed)
             );
         }
@@ -351,6 +411,23 @@ mod tests {
         ));
         let last = hosts.last().unwrap();
         assert!(!m.render().contains(last.as_str()));
+    }
+
+    #[test]
+    fn external_hosts_are_counted_by_kind_and_host_and_capped() {
+        let m = Metrics::default();
+        m.external("blackhole", "evil.example");
+        m.external("blackhole", "evil.example");
+        m.external("passthrough", "evil.example");
+        assert_eq!(m.external_count("blackhole", "evil.example"), 2);
+        assert!(m
+            .render()
+            .contains("palisade_proxy_external_total{kind=\"passthrough\",host=\"evil.example\"} 1"));
+        for i in 0..MAX_SERIES + 5 {
+            m.external("blackhole", &format!("h{i}.evil"));
+        }
+        assert_eq!(m.external.len(), MAX_SERIES + 1);
+        assert!(m.external_count("blackhole", "overflow") >= 5);
     }
 
     #[test]

@@ -29,9 +29,11 @@ use rustls_pki_types::PrivateKeyDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::audit::NoAudit;
 use crate::config::{FirstSvid, ProxyConfig};
 use crate::connections::LiveConnections;
 use crate::context::{Context, Limits};
+use crate::egress::EgressSettings;
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
@@ -117,6 +119,9 @@ pub async fn run(
         policy: empty_handle(),
         connections: LiveConnections::new(),
         metrics: Arc::clone(&metrics),
+        audit: Arc::new(NoAudit),
+        strict_audit: false,
+        egress: EgressSettings::new(config.resolve.clone()),
         limits: Limits::default(),
     });
     tasks.push(crate::connections::spawn_expiry_sweeper(
@@ -165,6 +170,10 @@ pub async fn run(
         outbound: local(&outbound_listener, "outbound", config.outbound)?,
         admin: admin_listener.local_addr().map_err(RunError::Admin)?,
     };
+    // Never a destination of this sidecar's own egress (a loop).
+    ctx.egress
+        .listeners
+        .set(vec![bound.inbound, bound.outbound, bound.admin]);
     let pages = pages::ProxyPages {
         ctx: Arc::clone(&ctx),
         svids,

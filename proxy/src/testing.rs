@@ -2,8 +2,11 @@
 //! `examples/shop` policy compiled into a [`PolicyState`], and sidecar contexts.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use palisade_audit::record::{Decision, Event, External};
 
 use palisade_ca::issuer::{new_ca, CaSigner};
 use palisade_ca::revocation::RevocationSet;
@@ -11,8 +14,10 @@ use palisade_ca::tls::SvidResolver;
 use palisade_ca::verify::Trust;
 use palisade_ca::{SpiffeId, Svid, TrustBundle, TrustDomain};
 
+use crate::audit::{AuditSink, NoAudit};
 use crate::connections::LiveConnections;
 use crate::context::{Context, Limits};
+use crate::egress::EgressSettings;
 use crate::metrics::Metrics;
 use crate::state::{empty_handle, PolicyHandle, PolicyState};
 
@@ -78,14 +83,75 @@ pub(crate) fn handle(state: PolicyState) -> PolicyHandle {
 
 /// A sidecar context for `id`, with an SVID from `pki` and `policy` in force.
 pub(crate) fn context(pki: &TestPki, id: &str, policy: PolicyHandle) -> Arc<Context> {
+    context_with(pki, id, policy, |_| {})
+}
+
+/// The same, changed by `edit` before it is shared.
+pub(crate) fn context_with(
+    pki: &TestPki,
+    id: &str,
+    policy: PolicyHandle,
+    edit: impl FnOnce(&mut Context),
+) -> Arc<Context> {
     let svid = pki.svid(id);
-    Arc::new(Context {
+    let mut ctx = Context {
         id: SpiffeId::parse(id).unwrap(),
         resolver: SvidResolver::with(&svid).unwrap(),
         trust: pki.trust(),
         policy,
         connections: LiveConnections::new(),
         metrics: Arc::new(Metrics::default()),
+        audit: Arc::new(NoAudit),
+        strict_audit: false,
+        egress: EgressSettings::default(),
         limits: Limits::default(),
-    })
+    };
+    edit(&mut ctx);
+    Arc::new(ctx)
+}
+
+/// An audit sink that keeps every event, and can be told to stop accepting.
+#[derive(Debug, Default)]
+pub(crate) struct RecordingSink {
+    events: Mutex<Vec<Event>>,
+    refusing: AtomicBool,
+}
+
+impl RecordingSink {
+    /// One that accepts nothing (for strict mode).
+    pub(crate) fn refusing() -> Self {
+        let sink = Self::default();
+        sink.refusing.store(true, Ordering::SeqCst);
+        sink
+    }
+
+    pub(crate) fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub(crate) fn decisions(&self) -> Vec<Decision> {
+        let decisions = self.events().into_iter().filter_map(|event| match event {
+            Event::Decision(decision) => Some(decision),
+            _ => None,
+        });
+        decisions.collect()
+    }
+
+    pub(crate) fn externals(&self) -> Vec<External> {
+        let externals = self.events().into_iter().filter_map(|event| match event {
+            Event::External(external) => Some(external),
+            _ => None,
+        });
+        externals.collect()
+    }
+}
+
+impl AuditSink for RecordingSink {
+    fn record(&self, event: Event) {
+        self.events.lock().unwrap().push(event);
+    }
+
+    fn accepting(&self) -> bool {
+        !self.refusing.load(Ordering::SeqCst)
+    }
 }

@@ -19,7 +19,7 @@ async fn proxy_run(a: ProxyRun) -> anyhow::Result<u8> {
         None => ConfigLayer::default(),
     };
     let config = file
-        .overridden_by(flags(a))
+        .overridden_by(flags(a)?)
         .resolve()
         .map_err(|e| UsageError(e.to_string()))?;
     let id = config.id.clone();
@@ -41,8 +41,9 @@ async fn proxy_run(a: ProxyRun) -> anyhow::Result<u8> {
     }
 }
 
-fn flags(a: ProxyRun) -> ConfigLayer {
-    ConfigLayer {
+fn flags(a: ProxyRun) -> Result<ConfigLayer, UsageError> {
+    let resolve = ConfigLayer::resolve_flags(&a.resolve).map_err(|e| UsageError(e.to_string()))?;
+    Ok(ConfigLayer {
         id: a.id,
         join_token: a.join_token,
         svid_cert: a.svid_cert,
@@ -60,5 +61,6 @@ fn flags(a: ProxyRun) -> ConfigLayer {
         outbound: a.outbound,
         admin: a.admin,
         svid_ttl: a.svid_ttl,
-    }
+        resolve,
+    })
 }

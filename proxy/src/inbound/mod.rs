@@ -20,10 +20,13 @@
 //! 4. hop-by-hop and identity headers stripped (from trailers too, both ways);
 //! 5. `authorize` — the service the host names must be served here (else 421),
 //!    then the callee's ingress policies decide (none yet: 403, fail-closed);
-//! 6. `forward` — `x-forwarded-client-cert` set from the verified peer, and the
+//! 6. strict audit mode: nothing reaches the app while the audit sink is not
+//!    accepting records (503);
+//! 7. `forward` — `x-forwarded-client-cert` set from the verified peer, and the
 //!    canonical request streamed to the app on loopback.
 //!
-//! Every request is counted in the metrics and its decision logged.
+//! Every request is counted in the metrics and its decision logged; each decision
+//! is recorded through the audit sink once the caller's status is known.
 
 mod authorize;
 mod connection;
@@ -35,13 +38,14 @@ mod tls;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use palisade_audit::record::Side;
 use palisade_authz::{Direction, Effect};
 use palisade_ca::svid::unix_seconds;
 use rustls::ServerConfig;
@@ -54,6 +58,7 @@ use self::authorize::{authorize, Ask, UNKNOWN};
 use self::connection::PeerSlots;
 use self::forward::{App, Target};
 use self::tls::{Alpn, Peer, PendingSlot};
+use crate::audit::{self, PendingDecision};
 use crate::context::Context;
 use crate::metrics::RequestLabels;
 use crate::request::body::SanitizedTrailers;
@@ -190,10 +195,23 @@ async fn handle_request(
     connection: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let arrived = Instant::now();
     let ctx = &connection.listener.ctx;
     let (mut parts, body) = request.into_parts();
     let request_id = request_id::ensure(&mut parts.headers);
-    let (response, destination, decision) = match check(&connection, &mut parts, &request_id) {
+    let checked = check(&connection, &mut parts, &request_id).and_then(|allowed| {
+        if ctx.strict_audit && !ctx.audit.accepting() {
+            tracing::warn!("auditing is unavailable in strict audit mode; request refused");
+            return Err(Refused {
+                refusal: Refusal::AuditUnavailable,
+                destination: allowed.destination,
+                close: false,
+                decision: allowed.decision,
+            });
+        }
+        Ok(allowed)
+    });
+    let (response, destination, decision, pending) = match checked {
         Ok(allowed) => {
             headers::set_xfcc(&mut parts.headers, &ctx.id, &connection.peer.id);
             let target = Target {
@@ -205,7 +223,7 @@ async fn handle_request(
                 Ok(response) => app_response(response, &request_id),
                 Err(refusal) => refusal.into_response(&request_id),
             };
-            (response, allowed.destination, "allow")
+            (response, allowed.destination, "allow", allowed.decision)
         }
         Err(refused) => {
             let decision = refused.refusal.label();
@@ -213,16 +231,20 @@ async fn handle_request(
             if refused.close {
                 close_after(&mut response);
             }
-            (response, refused.destination, decision)
+            (response, refused.destination, decision, refused.decision)
         }
     };
+    let status = response.status().as_u16();
     ctx.metrics.request(&RequestLabels {
         source: connection.peer.id.as_str(),
         destination: &destination,
         side: Direction::Ingress,
         decision,
-        status: response.status().as_u16(),
+        status,
     });
+    if let Some(pending) = pending {
+        ctx.audit.record(pending.finish(status, arrived.elapsed()));
+    }
     Ok(response)
 }
 
@@ -230,6 +252,8 @@ async fn handle_request(
 struct Allowed {
     canonical: Canonical,
     destination: String,
+    /// The decision's record, when the audit sink is enabled.
+    decision: Option<Box<PendingDecision>>,
 }
 
 /// A request answered by the sidecar itself.
@@ -239,6 +263,8 @@ struct Refused {
     destination: String,
     /// The request had no single framing: the connection is closed after the answer.
     close: bool,
+    /// The decision's record, when one was made and the audit sink is enabled.
+    decision: Option<Box<PendingDecision>>,
 }
 
 impl Refused {
@@ -248,6 +274,7 @@ impl Refused {
             refusal,
             destination: UNKNOWN.to_owned(),
             close: false,
+            decision: None,
         }
     }
 
@@ -284,14 +311,39 @@ fn check(connection: &Connection, parts: &mut Parts, request_id: &HeaderValue) -
         },
     );
     log_decision(&verdict.record);
+    let decision = ctx.audit.enabled().then(|| Box::new(pending(&verdict.record)));
     let destination = verdict.record.destination;
     match verdict.refusal {
-        None => Ok(Allowed { canonical, destination }),
+        None => Ok(Allowed {
+            canonical,
+            destination,
+            decision,
+        }),
         Some(refusal) => Err(Refused {
             refusal,
             destination,
             close: false,
+            decision,
         }),
+    }
+}
+
+/// The audit record of an ingress decision, before its status is known.
+fn pending(record: &DecisionRecord) -> PendingDecision {
+    let effect = match (record.effect, record.dry_run_deny) {
+        (Effect::Deny, _) => palisade_audit::record::Effect::Deny,
+        (Effect::Allow, true) => palisade_audit::record::Effect::DryRunDeny,
+        (Effect::Allow, false) => palisade_audit::record::Effect::Allow,
+    };
+    PendingDecision {
+        side: Side::Ingress,
+        effect,
+        principal: record.peer.clone(),
+        action: audit::action_name(record.action),
+        resource: record.destination.clone(),
+        path: record.path.clone(),
+        policies: record.determining.clone(),
+        request_id: record.request_id.clone(),
     }
 }
 

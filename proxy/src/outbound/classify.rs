@@ -16,8 +16,8 @@ pub enum Destination<'a> {
     Mesh(MeshTarget<'a>),
     /// A host of the registry, on a port its service does not list.
     UnlistedPort { service: &'a Service, port: u16 },
-    /// Not a host of the registry. The egress allowlist, BlackHole and Passthrough
-    /// will decide these; until then they are denied.
+    /// Not a host of the registry: an external host, which the egress allowlist,
+    /// BlackHole and Passthrough decide ([`crate::egress`]).
     Unknown,
 }
 

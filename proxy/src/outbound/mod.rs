@@ -1,9 +1,10 @@
 //! Outbound: the app's plain HTTP in, the caller's egress decision, and the request
-//! out over mTLS to the destination's sidecar.
+//! out: over mTLS to the destination's sidecar, or to an external host.
 //!
 //! ```text
-//! accept ─▶ HTTP/1.1 or h2c ─▶ framing ─▶ request id ─▶ canonicalize ─▶ sanitize
-//!        ─▶ classify ─▶ authorize (egress) ─▶ endpoint ─▶ pooled mTLS h2 ─▶ response
+//! accept ─▶ HTTP/1.1 or h2c ─▶ framing ─▶ request id ─▶ CONNECT? ──────────────▶ tunnel (egress)
+//!        ─▶ canonicalize ─▶ sanitize ─▶ classify ─┬─ mesh: authorize (egress) ─▶ endpoint ─▶ pooled mTLS h2
+//!                                                 └─ external: allowlist + authorize ─▶ resolve ─▶ HTTP/1.1
 //! ```
 //!
 //! The app connects on loopback in plain text: HTTP/1.1 as an explicit proxy
@@ -13,19 +14,27 @@
 //! over a pooled HTTP/2 connection whose server proved, in the TLS handshake, an
 //! identity the registry lists for that service.
 //!
-//! - [`classify`] — the destination: a mesh service or not (pure).
+//! A host the registry does not know is external: the egress allowlist, BlackHole
+//! and Passthrough decide it, and `CONNECT` opens TLS tunnels to such hosts (see
+//! [`crate::egress`] for the rules).
+//!
+//! - [`mod@classify`] — the destination: a mesh service or not (pure).
 //! - [`authorize`] — the egress decision and what it was made on (pure).
 //! - [`crate::request::framing`] — one framing per HTTP/1 request, checked on the
 //!   bytes; a refusal closes the connection, and fails every later request on it.
 //! - `connect`, `pool` — new mTLS HTTP/2 connections, and keeping them.
 //! - `forward` — the request as sent upstream, the response as the app gets it.
+//! - `external` — the steps for external hosts and tunnels.
 //!
-//! Not yet: CONNECT tunnels and external hosts (allowlist, BlackHole,
-//! Passthrough) are denied; see [`classify::Destination::Unknown`].
+//! Every request is counted in the metrics once its response is known; each
+//! decision made (mesh or external) and each external request or tunnel is
+//! recorded through the audit sink ([`crate::audit`]). In strict audit mode nothing
+//! is forwarded while the sink is not accepting (503).
 
 pub mod authorize;
 pub mod classify;
 mod connect;
+mod external;
 mod forward;
 mod pool;
 
@@ -33,7 +42,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
@@ -41,14 +50,16 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use palisade_audit::record::{Effect, Side};
 use palisade_authz::Direction;
 use palisade_policy::registry::{Endpoint, Service};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::authorize::EgressRequest;
-use self::classify::{classify, Destination, MeshTarget};
+use self::classify::{classify, Destination};
 pub use self::connect::ConnectError;
 use self::pool::Pool;
+use crate::audit::{self, PendingDecision};
 use crate::context::{Context, Limits};
 use crate::metrics::RequestLabels;
 use crate::request::framing::{close_after, Watched};
@@ -65,6 +76,10 @@ const MIN_HTTP1_BUFFER: usize = 8192;
 
 /// The metrics destination of a request that reached no registered destination.
 const UNKNOWN: &str = "unknown";
+
+/// The metrics destination of every request for a host outside the mesh (its host
+/// is counted in `palisade_proxy_external_total` only).
+const EXTERNAL: &str = "external";
 
 /// A denial on this side.
 const EGRESS_DENIED: Refusal = Refusal::Denied {
@@ -123,7 +138,9 @@ async fn serve_connection(outbound: Arc<Outbound>, stream: TcpStream, app: Socke
         let outbound = Arc::clone(&outbound);
         async move { Ok::<_, Infallible>(outbound.handle(app, framing, request).await) }
     });
-    if let Err(e) = server(&limits).serve_connection(TokioIo::new(io), service).await {
+    // With upgrades: a `CONNECT` answered `200` hands its connection to the tunnel.
+    let server = server(&limits);
+    if let Err(e) = server.serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::debug!(%app, error = %e, "an app connection ended with an error");
     }
 }
@@ -153,14 +170,38 @@ struct Call<'a> {
     version: Version,
 }
 
+/// What the steps learned that the metrics and the audit record need once the
+/// response is known.
+#[derive(Debug, Default)]
+struct Trail {
+    /// The metrics destination: a service id, or [`EXTERNAL`]; none is [`UNKNOWN`].
+    destination: Option<String>,
+    /// The request went out through Passthrough.
+    passthrough: bool,
+    /// The egress decision made, when one was and the audit sink is enabled.
+    decision: Option<PendingDecision>,
+}
+
+impl Trail {
+    /// The metrics decision of a forwarded request.
+    fn forwarded(&self) -> &'static str {
+        if self.passthrough {
+            "passthrough"
+        } else {
+            "allow"
+        }
+    }
+}
+
 impl Outbound {
-    /// One request from the app, answered, and counted.
+    /// One request from the app, answered, counted and audited.
     async fn handle(
         &self,
         app: SocketAddr,
         framing: Result<(), Refusal>,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        let arrived = Instant::now();
         let (mut parts, body) = request.into_parts();
         let request_id = request_id::ensure(&mut parts.headers);
         let call = Call {
@@ -168,30 +209,36 @@ impl Outbound {
             request_id: &request_id,
             version: parts.version,
         };
-        let close = framing.is_err();
-        let mut destination = None;
+        // An app may send tunnel bytes right after its `CONNECT`, before the answer.
+        let close = framing.is_err() || (parts.method == Method::CONNECT && parts.version != Version::HTTP_2);
+        let mut trail = Trail::default();
         let result = match framing {
-            Ok(()) => self.proxy(&call, parts, body, &mut destination).await,
+            Ok(()) => self.proxy(&call, parts, body, &mut trail).await,
             Err(refusal) => Err(refusal),
         };
         let (mut response, decision) = match result {
-            Ok(response) => (response, "allow"),
+            Ok(response) => (response, trail.forwarded()),
             Err(refusal) => {
                 let label = refusal.label();
                 (refusal.into_response(&request_id), label)
             }
         };
-        if close {
-            // The connection's framing is in doubt: nothing more is read from it.
+        if close && !response.status().is_success() {
+            // The connection's framing is in doubt, or what follows a refused
+            // `CONNECT` is not HTTP: nothing more is read from it.
             close_after(&mut response);
         }
+        let status = response.status().as_u16();
         self.ctx.metrics.request(&RequestLabels {
             source: self.ctx.id.as_str(),
-            destination: destination.as_deref().unwrap_or(UNKNOWN),
+            destination: trail.destination.as_deref().unwrap_or(UNKNOWN),
             side: Direction::Egress,
             decision,
-            status: response.status().as_u16(),
+            status,
         });
+        if let Some(pending) = trail.decision.take() {
+            self.ctx.audit.record(pending.finish(status, arrived.elapsed()));
+        }
         response
     }
 
@@ -201,24 +248,52 @@ impl Outbound {
         call: &Call<'_>,
         mut parts: Parts,
         body: Incoming,
-        destination: &mut Option<String>,
+        trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, Refusal> {
         check_header_count(&parts.headers, self.ctx.limits.max_headers)?;
-        refuse_tunnel(&parts)?;
+        if parts.method == Method::CONNECT {
+            return self.tunnel(call, parts, trail).await;
+        }
         let canonical = canonicalize(&parts, Some(HTTP_PORT))?;
         sanitize(&mut parts.headers, call.request_id);
-        let state = snapshot(self.ctx.policy.load_full(), call)?;
+        let state = self.snapshot(call, canonical.action, trail)?;
         self.pool.prune_for(&state);
-        let target = mesh_target(&state, &canonical, call)?;
-        *destination = Some(target.service.id().to_owned());
-        self.authorize(&state, call, target.service, &canonical, &parts.headers)?;
+        let target = match classify(&state, &canonical.host) {
+            Destination::Mesh(target) => target,
+            Destination::UnlistedPort { service, port } => {
+                let request_id = call.request_id.to_str().unwrap_or_default();
+                tracing::info!(request_id, port, service = %service.id(), "the service does not listen on this port; denied");
+                trail.destination = Some(service.id().to_owned());
+                trail.decision = self.refused_decision(call, service.id(), canonical.action, canonical.path.path());
+                return Err(EGRESS_DENIED);
+            }
+            Destination::Unknown => return self.external(call, &state, parts, body, &canonical, trail).await,
+        };
+        trail.destination = Some(target.service.id().to_owned());
+        self.authorize(&state, call, target.service, &canonical, &parts.headers, trail)?;
+        self.check_audit()?;
         let endpoint = self.endpoint(target.service)?;
         let upstream = forward::upstream_request(parts, body, &canonical)?;
         let response = forward::send(&self.pool, endpoint, target.service, upstream).await?;
         Ok(forward::downstream_response(response, call.request_id, call.version))
     }
 
-    /// The caller's egress decision, logged.
+    /// The policy snapshot in force; none yet denies everything (fail-closed).
+    fn snapshot(
+        &self,
+        call: &Call<'_>,
+        action: palisade_authz::Action,
+        trail: &mut Trail,
+    ) -> Result<Arc<PolicyState>, Refusal> {
+        self.ctx.policy.load_full().ok_or_else(|| {
+            let request_id = call.request_id.to_str().unwrap_or_default();
+            tracing::info!(request_id, "no policy snapshot yet; denied");
+            trail.decision = self.refused_decision(call, UNKNOWN, action, "");
+            EGRESS_DENIED
+        })
+    }
+
+    /// The caller's egress decision, logged and noted for the audit record.
     fn authorize(
         &self,
         state: &PolicyState,
@@ -226,6 +301,7 @@ impl Outbound {
         service: &Service,
         canonical: &Canonical,
         headers: &HeaderMap,
+        trail: &mut Trail,
     ) -> Result<(), Refusal> {
         let headers = headers::policy_view(headers)?;
         let decision = authorize::decide(
@@ -241,7 +317,49 @@ impl Outbound {
             },
         );
         decision.log();
+        if self.ctx.audit.enabled() {
+            trail.decision = Some(PendingDecision {
+                side: Side::Egress,
+                effect: audit::effect(&decision.decision),
+                principal: self.ctx.id.to_string(),
+                action: audit::action_name(canonical.action),
+                resource: service.id().to_owned(),
+                path: canonical.path.path().to_owned(),
+                policies: decision.decision.determining.iter().map(|p| p.id.clone()).collect(),
+                request_id: call.request_id.to_str().unwrap_or_default().to_owned(),
+            });
+        }
         decision.enforce()
+    }
+
+    /// The record of a deny made without asking the engine (no snapshot, a port
+    /// the service does not list), when the audit sink is enabled.
+    fn refused_decision(
+        &self,
+        call: &Call<'_>,
+        resource: &str,
+        action: palisade_authz::Action,
+        path: &str,
+    ) -> Option<PendingDecision> {
+        self.ctx.audit.enabled().then(|| PendingDecision {
+            side: Side::Egress,
+            effect: Effect::Deny,
+            principal: self.ctx.id.to_string(),
+            action: audit::action_name(action),
+            resource: resource.to_owned(),
+            path: path.to_owned(),
+            policies: Vec::new(),
+            request_id: call.request_id.to_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Strict audit mode: nothing is forwarded while the sink is not accepting.
+    fn check_audit(&self) -> Result<(), Refusal> {
+        if self.ctx.strict_audit && !self.ctx.audit.accepting() {
+            tracing::warn!("auditing is unavailable in strict audit mode; request refused");
+            return Err(Refusal::AuditUnavailable);
+        }
+        Ok(())
     }
 
     /// The next endpoint of the service, round-robin.
@@ -262,47 +380,11 @@ fn check_header_count(headers: &HeaderMap, max: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// CONNECT: denied until tunnels are supported.
-fn refuse_tunnel(parts: &Parts) -> Result<(), Refusal> {
-    if parts.method == Method::CONNECT {
-        tracing::info!(target = %parts.uri, "CONNECT tunnels are not supported yet; denied");
-        return Err(EGRESS_DENIED);
-    }
-    Ok(())
-}
-
 /// Hop-by-hop and identity headers removed, then the request id set again, so a
 /// `Connection` header cannot remove it.
 fn sanitize(headers: &mut HeaderMap, request_id: &HeaderValue) {
     headers::sanitize(headers);
     headers.insert(REQUEST_ID.clone(), request_id.clone());
-}
-
-/// The policy snapshot in force; none yet denies everything (fail-closed).
-fn snapshot(state: Option<Arc<PolicyState>>, call: &Call<'_>) -> Result<Arc<PolicyState>, Refusal> {
-    state.ok_or_else(|| {
-        let request_id = call.request_id.to_str().unwrap_or_default();
-        tracing::info!(request_id, "no policy snapshot yet; denied");
-        EGRESS_DENIED
-    })
-}
-
-/// The mesh service the request is for; anything else is denied for now (the seam
-/// for the egress allowlist, BlackHole and Passthrough).
-fn mesh_target<'s>(state: &'s PolicyState, canonical: &Canonical, call: &Call<'_>) -> Result<MeshTarget<'s>, Refusal> {
-    let request_id = call.request_id.to_str().unwrap_or_default();
-    let host = canonical.host.name();
-    match classify(state, &canonical.host) {
-        Destination::Mesh(target) => Ok(target),
-        Destination::UnlistedPort { service, port } => {
-            tracing::info!(request_id, host, port, service = %service.id(), "the service does not listen on this port; denied");
-            Err(EGRESS_DENIED)
-        }
-        Destination::Unknown => {
-            tracing::info!(request_id, host, "not a host of the registry; denied");
-            Err(EGRESS_DENIED)
-        }
-    }
 }
 
 fn now_unix() -> i64 {

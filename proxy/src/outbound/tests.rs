@@ -1,7 +1,11 @@
 //! The outbound side end to end: an app's raw HTTP in, real mTLS handshakes to a
 //! recording upstream sidecar on 127.0.0.1, and what each side saw.
 
+mod audit;
+mod egress;
+mod origin;
 mod support;
+mod tunnel;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -123,11 +127,12 @@ async fn an_egress_deny_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_hosts_unlisted_ports_and_tunnels_are_denied() {
+async fn unknown_hosts_unlisted_ports_and_tunnels_to_the_mesh_are_denied() {
     let pki = TestPki::shop();
     let upstream = Upstream::start(&pki, REVIEWS).await;
     let app = sidecar(&pki, FRONTEND, &[(REVIEWS_ENDPOINT, upstream.addr)]).await;
     let upstream_addr = upstream.addr.to_string();
+    // The shop is REGISTRY_ONLY: a host outside the registry is BlackHole.
     let cases = [
         ("/", "Host: evil.example".to_owned()),
         ("/", "Host: reviews.shop:9090".to_owned()),
@@ -144,8 +149,11 @@ async fn unknown_hosts_unlisted_ports_and_tunnels_are_denied() {
         .raw(b"CONNECT reviews.shop:8080 HTTP/1.1\r\nHost: reviews.shop:8080\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(connect.status, 403);
+    assert!(connect.body.contains("is a mesh service"), "{}", connect.body);
     assert_eq!(upstream.seen.tcp(), 0);
-    assert_eq!(app.counted("unknown", "deny", 403), 5);
+    assert_eq!(app.counted("external", "blackhole", 403), 3);
+    assert_eq!(app.counted("reviews/reviews", "deny", 403), 1);
+    assert_eq!(app.counted("reviews/reviews", "tunnel_to_mesh", 403), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,7 @@ fn check_framing(parts: &Parts) -> Result<(), Refusal> {
 /// `_` is a token byte, so hyper and h2 accept it, but servers that map headers to
 /// variables (CGI, many frameworks) read `x_user` as `x-user`: two spellings of one
 /// header that policies would see as two (`SECURITY.md` §1 rule 1).
-fn check_header_names(parts: &Parts) -> Result<(), Refusal> {
+pub(crate) fn check_header_names(parts: &Parts) -> Result<(), Refusal> {
     match parts.headers.keys().find(|name| name.as_str().contains('_')) {
         Some(name) => Err(Refusal::BadRequest(format!(
             "the header name `{name}` has an `_`; use `-`"

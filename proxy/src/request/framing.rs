@@ -21,7 +21,10 @@
 //! follow: an oversized or malformed head (HTTP/2's preface among them), a
 //! malformed chunk, an upgrade or `CONNECT` (the bytes after it may not be HTTP/1).
 //! From there on it fails closed: the request at that point gets its refusal and
-//! every later request on the connection a 400. Both sides send each refusal with
+//! every later request on the connection a 400. After a `CONNECT` answered `200`
+//! hyper hands the connection over and no further request is read: the tunnel
+//! takes the socket back with [`Watched::into_inner`], so its bytes are neither
+//! parsed nor cut; a refused `CONNECT` closes the connection. Both sides send each refusal with
 //! [`close_after`]: the bytes after a request with no single framing have no
 //! agreed start, so nothing more is read from that connection.
 //!
@@ -144,6 +147,12 @@ impl<IO> Watched<IO> {
     pub fn new(io: IO, limits: &Limits) -> (Self, Verdicts) {
         let (watch, verdicts) = Watch::new(limits.max_header_bytes, limits.max_headers);
         (Self { io, watch }, verdicts)
+    }
+
+    /// The connection itself, watched no more: a tunnel takes it back after a
+    /// `CONNECT` is answered `200`, when its bytes are no longer HTTP.
+    pub fn into_inner(self) -> IO {
+        self.io
     }
 }
 

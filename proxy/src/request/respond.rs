@@ -1,7 +1,9 @@
 //! Every refusal a caller can see, and its HTTP status, in one place.
 //!
 //! A decision's refusal says only which side denied and the request id: never the
-//! policy that decided or its text (those go to logs and audit records).
+//! policy that decided or its text (those go to logs and audit records). A refusal
+//! of the egress layer that no policy made (BlackHole, a tunnel to a mesh host)
+//! also says why, in words that name only the destination.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -21,6 +23,12 @@ pub type ProxyBody = Either<Streamed, Full<Bytes>>;
 pub enum Refusal {
     /// A policy decision (or the absence of any policy) denied the request: 403.
     Denied { side: Direction },
+    /// An external destination refused by the egress layer (not allowlisted in
+    /// `REGISTRY_ONLY` mode, an address Passthrough never reaches, …): 403, with
+    /// the reason.
+    BlackHole(String),
+    /// A `CONNECT` to a mesh service, which is reached over plain HTTP: 403.
+    TunnelToMesh(String),
     /// The request has no single meaning: 400.
     BadRequest(String),
     /// The method is not one policies can name: 405.
@@ -37,13 +45,15 @@ pub enum Refusal {
     BadGateway(String),
     /// No endpoint or no identity to call with yet: 503.
     Unavailable(String),
+    /// Strict audit mode, and the audit sink is not accepting records: 503.
+    AuditUnavailable,
 }
 
 impl Refusal {
     /// The status the caller gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Denied { .. } => StatusCode::FORBIDDEN,
+            Self::Denied { .. } | Self::BlackHole(_) | Self::TunnelToMesh(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TargetTooLong => StatusCode::URI_TOO_LONG,
@@ -51,7 +61,7 @@ impl Refusal {
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -59,6 +69,8 @@ impl Refusal {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Denied { .. } => "deny",
+            Self::BlackHole(_) => "blackhole",
+            Self::TunnelToMesh(_) => "tunnel_to_mesh",
             Self::BadRequest(_) => "bad_request",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TargetTooLong => "target_too_long",
@@ -67,10 +79,12 @@ impl Refusal {
             Self::UpgradeUnsupported => "upgrade_unsupported",
             Self::BadGateway(_) => "bad_gateway",
             Self::Unavailable(_) => "unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 
     /// The JSON body: `{"decision":"deny","side":…,"requestId":…}` for a denial,
+    /// with `"reason"` before the id for an egress-layer refusal, and
     /// `{"error":…,"reason":…,"requestId":…}` otherwise.
     pub fn body(&self, request_id: &HeaderValue) -> String {
         let request_id = request_id.to_str().unwrap_or_default();
@@ -80,6 +94,11 @@ impl Refusal {
             Self::Denied { side } => format!(
                 r#"{{"decision":"deny","side":{},"requestId":{}}}"#,
                 quoted(side_name(*side)),
+                quoted(request_id)
+            ),
+            Self::BlackHole(reason) | Self::TunnelToMesh(reason) => format!(
+                r#"{{"decision":"deny","side":"egress","reason":{},"requestId":{}}}"#,
+                quoted(reason),
                 quoted(request_id)
             ),
             other => format!(
@@ -106,6 +125,8 @@ impl Refusal {
         match self {
             Self::Denied { .. } => "denied".to_owned(),
             Self::BadRequest(reason)
+            | Self::BlackHole(reason)
+            | Self::TunnelToMesh(reason)
             | Self::MethodNotAllowed(reason)
             | Self::BadGateway(reason)
             | Self::Unavailable(reason) => reason.clone(),
@@ -115,6 +136,7 @@ impl Refusal {
                 "this workload does not serve the requested host; check the host the request names".to_owned()
             }
             Self::UpgradeUnsupported => "protocol upgrades are not supported through the mesh".to_owned(),
+            Self::AuditUnavailable => "auditing is unavailable and this sidecar runs in strict audit mode".to_owned(),
         }
     }
 }
@@ -139,6 +161,21 @@ mod tests {
         }
         .body(&id);
         assert_eq!(body, r#"{"decision":"deny","side":"ingress","requestId":"r-1"}"#);
+    }
+
+    #[test]
+    fn an_egress_layer_refusal_says_why_and_a_strict_audit_refusal_is_503() {
+        let id = HeaderValue::from_static("r-2");
+        let body = Refusal::BlackHole("`evil.example:80` is not in the egress allowlist".to_owned()).body(&id);
+        assert_eq!(
+            body,
+            r#"{"decision":"deny","side":"egress","reason":"`evil.example:80` is not in the egress allowlist","requestId":"r-2"}"#
+        );
+        assert_eq!(Refusal::AuditUnavailable.status(), 503);
+        assert_eq!(
+            Refusal::AuditUnavailable.body(&id),
+            r#"{"error":"audit_unavailable","reason":"auditing is unavailable and this sidecar runs in strict audit mode","requestId":"r-2"}"#
+        );
     }
 
     #[test]

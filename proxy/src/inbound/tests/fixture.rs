@@ -63,6 +63,9 @@ impl Mesh {
             policy,
             connections: LiveConnections::new(),
             metrics: Arc::new(Metrics::default()),
+            audit: Arc::new(crate::audit::NoAudit),
+            strict_audit: false,
+            egress: crate::egress::EgressSettings::default(),
             limits,
         });
         let app = App::start().await;

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::context::{Context, Limits};
 use crate::outbound::{serve, Outbound};
 use crate::state::{PolicyHandle, PolicyState};
-use crate::testing::{context, shop_dir, TestPki};
+use crate::testing::{context, context_with, shop_dir, TestPki};
 
 /// The body the upstream answers plain requests with.
 pub(super) const UPSTREAM_BODY: &str = "hello from upstream";
@@ -194,7 +194,7 @@ pub(super) fn shop_pointing_at(moves: &[(&str, SocketAddr)]) -> PolicyState {
     PolicyState::build(1, digest, bundle).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -222,20 +222,10 @@ impl Sidecar {
 
     /// One with these limits instead of the defaults.
     pub(super) async fn with_limits(pki: &TestPki, id: &str, policy: PolicyHandle, limits: Limits) -> Self {
-        let base = context(pki, id, policy);
-        Self::start_with(Arc::new(Context {
-            id: base.id.clone(),
-            resolver: Arc::clone(&base.resolver),
-            trust: Arc::clone(&base.trust),
-            policy: Arc::clone(&base.policy),
-            connections: Arc::clone(&base.connections),
-            metrics: Arc::clone(&base.metrics),
-            limits,
-        }))
-        .await
+        Self::start_with(context_with(pki, id, policy, |ctx| ctx.limits = limits)).await
     }
 
-    async fn start_with(ctx: Arc<Context>) -> Self {
+    pub(super) async fn start_with(ctx: Arc<Context>) -> Self {
         let outbound = Outbound::new(Arc::clone(&ctx));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
