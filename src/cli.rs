@@ -32,9 +32,133 @@ pub enum Command {
     /// The sidecar: mTLS between workloads, egress and ingress decisions on every request.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// The audit log: the ingest service, chain verification, queries and compliance reports.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Pieces of the local demo mesh.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Receive audit records from sidecars, the CA and the control plane over mTLS.
+    ///
+    /// Only mesh identities (valid, unrevoked SVIDs of the trust bundle) may write, and
+    /// each record is stamped with the sender's verified SPIFFE ID. Records are stored
+    /// in one hash-chained total order; a batch resent after a lost answer is stored
+    /// once. Several replicas may share one PostgreSQL database and keep one chain.
+    ///
+    /// The service's own SVID (spiffe://TD/ns/palisade-system/sa/palisade-audit) comes
+    /// from the CA with a join token: `palisade ca token create --spiffe-id ...`.
+    Serve(AuditServe),
+    /// Check the whole hash chain; exit 1 naming the first broken record if any was
+    /// edited, deleted, inserted or moved.
+    Verify(AuditVerify),
+    /// Print stored records that match filters (newest last).
+    Query(AuditQuery),
+    /// Write a compliance report: totals, denials by edge and policy, dual-approval
+    /// coverage, external traffic, identity events, policy changes and the chain check.
+    Report(AuditReport),
+}
+
+/// Where the audit records are.
+#[derive(Debug, Args)]
+pub struct AuditDatabase {
+    /// `sqlite://FILE` (created on first use) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "PALISADE_AUDIT_DATABASE", default_value = "sqlite://palisade-audit.db")]
+    pub database: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditServe {
+    #[command(flatten)]
+    pub database: AuditDatabase,
+    /// Address senders connect to; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    pub listen: SocketAddr,
+    /// The CA's address (host:port).
+    #[arg(long, env = "PALISADE_CA_ADDR")]
+    pub ca: String,
+    /// The trust bundle (PEM roots), e.g. the CA directory's bundle.pem.
+    #[arg(long)]
+    pub trust_bundle: PathBuf,
+    /// The trust domain of the mesh, e.g. shop.example.
+    #[arg(long)]
+    pub trust_domain: String,
+    /// A join token for the audit service's identity (from `palisade ca token create`).
+    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// The admin port (plain HTTP, keep it on loopback): /ready, /metrics.
+    #[arg(long, default_value = "127.0.0.1:15021")]
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerify {
+    #[command(flatten)]
+    pub database: AuditDatabase,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditQuery {
+    #[command(flatten)]
+    pub database: AuditDatabase,
+    /// Only records since this long ago (`90s`, `10m`, `1h`, `2d`) or this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records until this long ago or this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only decisions with this effect: allow, deny, dry_run_deny.
+    #[arg(long)]
+    pub effect: Option<String>,
+    /// Only decisions of this side: egress (the caller's) or ingress (the callee's).
+    #[arg(long)]
+    pub side: Option<String>,
+    /// Only records whose caller (or sender) is this SPIFFE ID.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only records for this destination: a service (`NS/NAME`) or an external host.
+    #[arg(long)]
+    pub dest: Option<String>,
+    /// Only records of this kind: blackhole, passthrough, allowlisted, external (any
+    /// external), decision, identity, policy.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many records (the newest).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    #[arg(long, short, value_enum, default_value_t = QueryOutput::Table)]
+    pub output: QueryOutput,
+}
+
+/// How `audit query` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryOutput {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditReport {
+    #[command(flatten)]
+    pub database: AuditDatabase,
+    /// The window: records since this long ago (`24h`, `7d`) or this time (RFC 3339).
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// The end of the window (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// html (one self-contained file with charts), json, csv or md.
+    #[arg(long, default_value = "html")]
+    pub format: String,
+    /// The file to write; `-` for standard output.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +219,8 @@ pub struct ControlPlaneServe {
     /// The admin port (plain HTTP, keep it on loopback): /ready, /proxies, /metrics.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub admin: SocketAddr,
+    #[command(flatten)]
+    pub audit: AuditClient,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +242,7 @@ pub enum ProxyCommand {
     /// proxy, `http://SERVICE-HOST/path`, or with the service's Host); other sidecars
     /// reach this one on --inbound over mTLS; allowed requests reach the app at --app.
     /// Until the first policy snapshot arrives every request is denied and /ready is 503.
-    Run(ProxyRun),
+    Run(Box<ProxyRun>),
 }
 
 #[derive(Debug, Args)]
@@ -163,9 +289,26 @@ pub struct ProxyRun {
     /// Requested SVID lifetime, e.g. 30m or 1h (the CA caps it).
     #[arg(long)]
     pub svid_ttl: Option<String>,
-    /// Map an external host name to addresses before DNS, e.g. api.stripe.com=127.0.0.2 (repeatable).
+    /// Map an external host name to addresses before DNS, e.g. api.stripe.com=127.0.0.2
+    /// (repeatable); an IP:PORT also replaces the port the app asked for.
     #[arg(long, value_name = "HOST=IP[,IP]")]
     pub resolve: Vec<String>,
+    /// The audit service (host:port) that gets a record of every decision and every
+    /// external request. Without it, they are only logged.
+    #[arg(long, env = "PALISADE_AUDIT_ADDR")]
+    pub audit: Option<String>,
+    /// Strict audit: answer 503 instead of forwarding while records cannot be kept
+    /// (queue and spool full, or the spool unwritable).
+    #[arg(long)]
+    pub audit_strict: bool,
+    /// Where records wait while the audit service is away (replayed in order when it
+    /// returns) [default: a file per identity in the temp directory].
+    #[arg(long)]
+    pub audit_spool: Option<PathBuf>,
+    /// The spool's bound in bytes; beyond it records are dropped, counted and logged
+    /// [default: 67108864].
+    #[arg(long)]
+    pub audit_spool_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -352,6 +495,21 @@ pub struct CaServe {
     /// Lifetime of an SVID when the workload asks for none (at most 24h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub default_ttl: Duration,
+    #[command(flatten)]
+    pub audit: AuditClient,
+}
+
+/// Sending audit records to `palisade audit serve`.
+#[derive(Debug, Args)]
+pub struct AuditClient {
+    /// The audit service's address (host:port). Without it, events are only logged.
+    #[arg(long = "audit", env = "PALISADE_AUDIT_ADDR")]
+    pub address: Option<String>,
+    /// Where records wait while the audit service is away (a file; replayed in order
+    /// when it returns, also after a restart). Default: `audit.spool` beside the
+    /// service's own state, or `palisade-audit.spool` in the working directory.
+    #[arg(long = "audit-spool")]
+    pub spool: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

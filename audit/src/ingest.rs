@@ -228,3 +228,74 @@ fn now_micros() -> i64 {
         .as_micros();
     i64::try_from(micros).unwrap_or(i64::MAX)
 }
+
+/// The production [`Sink`]: the store, with counters for the service's `/metrics`.
+#[derive(Debug)]
+pub struct StoreSink {
+    store: crate::store::Store,
+    batches: std::sync::atomic::AtomicU64,
+    stored: std::sync::atomic::AtomicU64,
+    duplicates: std::sync::atomic::AtomicU64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl StoreSink {
+    /// A sink appending to `store`.
+    pub fn new(store: crate::store::Store) -> Self {
+        Self {
+            store,
+            batches: 0.into(),
+            stored: 0.into(),
+            duplicates: 0.into(),
+            failures: 0.into(),
+        }
+    }
+
+    /// The counters in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        for (name, help, value) in [
+            ("palisade_audit_batches_total", "Batches appended.", &self.batches),
+            ("palisade_audit_records_stored_total", "Records stored.", &self.stored),
+            (
+                "palisade_audit_records_duplicate_total",
+                "Records skipped because their (sender, id) was already stored (resends).",
+                &self.duplicates,
+            ),
+            (
+                "palisade_audit_append_failures_total",
+                "Batches the store could not take (senders retry).",
+                &self.failures,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+impl Sink for StoreSink {
+    async fn append(&self, sender: &str, received_micros: i64, records: Vec<Record>) -> Result<Appended, SinkError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.store.append(sender, received_micros, &records).await {
+            Ok(appended) => {
+                self.batches.fetch_add(1, Relaxed);
+                self.stored.fetch_add(appended.stored.into(), Relaxed);
+                self.duplicates.fetch_add(appended.duplicates.into(), Relaxed);
+                Ok(Appended {
+                    stored: appended.stored.into(),
+                    duplicates: appended.duplicates.into(),
+                })
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, sender, records = records.len(), "the store refused a batch; the sender will retry");
+                Err(SinkError::new(e))
+            }
+        }
+    }
+}

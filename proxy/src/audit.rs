@@ -38,6 +38,11 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn enabled(&self) -> bool {
         true
     }
+
+    /// The delivery's metrics in Prometheus text (sent, spooled, dropped…).
+    fn render_metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// No audit log: every event is dropped unbuilt, and strict mode never refuses.
@@ -152,6 +157,22 @@ pub fn action_name(action: Action) -> &'static str {
         Action::Delete => "DELETE",
         Action::Options => "OPTIONS",
         Action::Connect => "connect",
+    }
+}
+
+/// The delivery client of `palisade-audit`: a bounded queue, batches over mTLS, a
+/// spool while the service is away.
+impl AuditSink for palisade_audit::deliver::Auditor {
+    fn record(&self, event: Event) {
+        palisade_audit::deliver::Auditor::record(self, event);
+    }
+
+    fn accepting(&self) -> bool {
+        palisade_audit::deliver::Auditor::accepting(self)
+    }
+
+    fn render_metrics(&self) -> String {
+        self.metrics().render_prometheus("palisade_proxy")
     }
 }
 

@@ -14,8 +14,13 @@
 //! outbound: 127.0.0.1:15001                        # the app's plain HTTP, loopback only
 //! admin: 127.0.0.1:15000                           # /ready /metrics /config
 //! svidTtl: 1h                                      # requested SVID lifetime
+//! audit: 127.0.0.1:15020                           # the audit service (records only logged without)
+//! auditStrict: false                               # deny requests while records cannot be kept
+//! auditSpool: /var/lib/palisade/audit.spool        # records wait here while the service is away
+//! auditSpoolMaxBytes: 67108864                     # the spool's bound (64 MiB)
 //! resolve:                                         # external host names, before DNS
-//!   api.stripe.com: [127.0.0.2]                    # (flag: --resolve api.stripe.com=127.0.0.2)
+//!   api.stripe.com: [127.0.0.2]                    # (flag: --resolve api.stripe.com=127.0.0.2;
+//!                                                  #  IP:PORT also replaces the port)
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,7 +70,11 @@ pub struct ConfigLayer {
     pub svid_ttl: Option<String>,
     /// External host names mapped to addresses, looked up before DNS (like curl's
     /// `--resolve` or Kubernetes `hostAliases`): for tests and air-gapped sites.
-    pub resolve: Option<BTreeMap<String, Vec<IpAddr>>>,
+    pub resolve: Option<BTreeMap<String, Vec<MappedAddr>>>,
+    pub audit: Option<String>,
+    pub audit_strict: Option<bool>,
+    pub audit_spool: Option<PathBuf>,
+    pub audit_spool_max_bytes: Option<u64>,
 }
 
 /// How the first SVID is obtained.
@@ -92,7 +101,21 @@ pub struct ProxyConfig {
     pub admin: SocketAddr,
     pub svid_ttl: Option<Duration>,
     /// Canonical external host name → the addresses it stands for.
-    pub resolve: BTreeMap<String, Vec<IpAddr>>,
+    pub resolve: BTreeMap<String, Vec<MappedAddr>>,
+    /// Where decision and external records go; `None`: only logged.
+    pub audit: Option<AuditSettings>,
+}
+
+/// Sending records to the audit service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `host:port` of `palisade audit serve`.
+    pub address: String,
+    /// Deny requests (503) while records could not be kept.
+    pub strict: bool,
+    /// The spool file (one per proxy process).
+    pub spool: PathBuf,
+    pub spool_max_bytes: u64,
 }
 
 /// A setting is missing or wrong.
@@ -117,6 +140,8 @@ pub enum ConfigError {
     },
     #[error("`svidTtl` is `{0}`: use a duration such as `30m` or `1h` (at most 24h)")]
     Ttl(String),
+    #[error("`auditStrict` needs an audit service: set `audit` (--audit HOST:PORT) too")]
+    StrictWithoutAudit,
     #[error("the `resolve` entry `{entry}` is not valid: {reason}; write it as HOST=IP[,IP] (flag) or `HOST: [IP, …]` (file)")]
     Resolve { entry: String, reason: String },
 }
@@ -161,6 +186,10 @@ impl ConfigLayer {
                 }
                 (base, over) => over.or(base),
             },
+            audit: over.audit.or(self.audit),
+            audit_strict: over.audit_strict.or(self.audit_strict),
+            audit_spool: over.audit_spool.or(self.audit_spool),
+            audit_spool_max_bytes: over.audit_spool_max_bytes.or(self.audit_spool_max_bytes),
         }
     }
 
@@ -170,7 +199,7 @@ impl ConfigLayer {
     /// # Errors
     ///
     /// The first flag that is not `HOST=IP[,IP]`.
-    pub fn resolve_flags<S: AsRef<str>>(flags: &[S]) -> Result<Option<BTreeMap<String, Vec<IpAddr>>>, ConfigError> {
+    pub fn resolve_flags<S: AsRef<str>>(flags: &[S]) -> Result<Option<BTreeMap<String, Vec<MappedAddr>>>, ConfigError> {
         if flags.is_empty() {
             return Ok(None);
         }
@@ -211,6 +240,18 @@ impl ConfigLayer {
         )?;
         let svid_ttl = self.svid_ttl.map(|t| parse_ttl(&t)).transpose()?;
         let resolve = canonical_resolve(self.resolve.unwrap_or_default())?;
+        let audit = match self.audit {
+            Some(address) => Some(AuditSettings {
+                address,
+                strict: self.audit_strict.unwrap_or(false),
+                spool: self.audit_spool.unwrap_or_else(|| default_spool(&id, outbound)),
+                spool_max_bytes: self
+                    .audit_spool_max_bytes
+                    .unwrap_or(palisade_audit::deliver::DEFAULT_SPOOL_MAX_BYTES),
+            }),
+            None if self.audit_strict == Some(true) => return Err(ConfigError::StrictWithoutAudit),
+            None => None,
+        };
         Ok(ProxyConfig {
             id,
             first_svid,
@@ -224,16 +265,61 @@ impl ConfigLayer {
             admin,
             svid_ttl,
             resolve,
+            audit,
         })
     }
 }
 
-/// One `--resolve` flag: `HOST=IP[,IP]`.
+/// Where a `resolve` entry sends a name: an IP address, or an `IP:PORT` (`[V6]:PORT`)
+/// whose port replaces the one the app asked for (a stand-in on a local port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MappedAddr {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl MappedAddr {
+    /// The socket address for a request that named `port`.
+    pub fn socket(self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(port))
+    }
+}
+
+impl From<IpAddr> for MappedAddr {
+    fn from(ip: IpAddr) -> Self {
+        Self { ip, port: None }
+    }
+}
+
+impl std::str::FromStr for MappedAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(ip.into()),
+            Err(_) => s.parse::<SocketAddr>().map(|a| Self {
+                ip: a.ip(),
+                port: Some(a.port()),
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for MappedAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
+    }
+}
+
+/// One `--resolve` flag: `HOST=IP[,IP]` (each may be `IP:PORT`).
 ///
 /// # Errors
 ///
 /// When it is not of that form (the host is checked by [`ConfigLayer::resolve`]).
-pub fn parse_resolve_flag(flag: &str) -> Result<(String, Vec<IpAddr>), ConfigError> {
+pub fn parse_resolve_flag(flag: &str) -> Result<(String, Vec<MappedAddr>), ConfigError> {
     let bad = |reason: &str| ConfigError::Resolve {
         entry: flag.to_owned(),
         reason: reason.to_owned(),
@@ -243,8 +329,8 @@ pub fn parse_resolve_flag(flag: &str) -> Result<(String, Vec<IpAddr>), ConfigErr
         .split(',')
         .map(|ip| {
             ip.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| bad("an address is not an IP address"))
+                .parse::<MappedAddr>()
+                .map_err(|_| bad("an address is not an IP address or IP:PORT"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((host.trim().to_owned(), ips))
@@ -252,7 +338,7 @@ pub fn parse_resolve_flag(flag: &str) -> Result<(String, Vec<IpAddr>), ConfigErr
 
 /// The map with canonical host names (lower case, no trailing dot) as keys, each
 /// with at least one address.
-fn canonical_resolve(raw: BTreeMap<String, Vec<IpAddr>>) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
+fn canonical_resolve(raw: BTreeMap<String, Vec<MappedAddr>>) -> Result<BTreeMap<String, Vec<MappedAddr>>, ConfigError> {
     let mut map = BTreeMap::new();
     for (host, ips) in raw {
         let bad = |reason: String| ConfigError::Resolve {
@@ -269,6 +355,24 @@ fn canonical_resolve(raw: BTreeMap<String, Vec<IpAddr>>) -> Result<BTreeMap<Stri
         map.insert(name.name().to_owned(), ips);
     }
     Ok(map)
+}
+
+/// The spool when none is named: in the temp directory, one per identity and
+/// outbound port (so two proxies on one machine never share one).
+fn default_spool(id: &SpiffeId, outbound: SocketAddr) -> PathBuf {
+    let name: String = id
+        .as_str()
+        .trim_start_matches("spiffe://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    std::env::temp_dir().join(format!("palisade-audit-{name}-{}.spool", outbound.port()))
 }
 
 fn default_addr(addr: &str) -> SocketAddr {
@@ -364,9 +468,21 @@ mod tests {
             ..ConfigLayer::default()
         };
         let config = layer(&file).overridden_by(flags).resolve().unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ip = |s: &str| s.parse::<MappedAddr>().unwrap();
         assert_eq!(config.resolve["api.stripe.com"], [ip("127.0.0.2"), ip("::1")]);
         assert_eq!(config.resolve["example.com"], [ip("127.0.0.3"), ip("127.0.0.4")]);
+        // IP:PORT sends the name to a stand-in on another port.
+        let flags = ConfigLayer::resolve_flags(&["api.stripe.com=127.0.0.9:8443,[::1]:9443"]).unwrap();
+        let config = ConfigLayer {
+            resolve: flags,
+            ..layer(BASE)
+        }
+        .resolve()
+        .unwrap();
+        let mapped = &config.resolve["api.stripe.com"];
+        assert_eq!(mapped[0].socket(443), "127.0.0.9:8443".parse().unwrap());
+        assert_eq!(mapped[1].socket(443), "[::1]:9443".parse().unwrap());
+        assert_eq!(ip("10.0.0.1").socket(443), "10.0.0.1:443".parse().unwrap());
         assert_eq!(ConfigLayer::resolve_flags::<&str>(&[]).unwrap(), None);
         for bad in ["example.com", "example.com=", "example.com=x.y", "=127.0.0.1"] {
             let parsed = ConfigLayer::resolve_flags(&[bad]).and_then(|map| {

@@ -29,7 +29,9 @@ use rustls_pki_types::PrivateKeyDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::audit::NoAudit;
+use palisade_audit::deliver::{Auditor, DeliverParams};
+
+use crate::audit::{AuditSink, NoAudit};
 use crate::config::{FirstSvid, ProxyConfig};
 use crate::connections::LiveConnections;
 use crate::context::{Context, Limits};
@@ -63,6 +65,8 @@ pub enum RunError {
     },
     #[error("cannot start the admin port: {0}")]
     Admin(std::io::Error),
+    #[error("cannot start sending audit records: {0}")]
+    Audit(String),
 }
 
 impl RunError {
@@ -70,6 +74,34 @@ impl RunError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Identity(e) if e.is_transient())
     }
+}
+
+type Task = tokio::task::JoinHandle<()>;
+
+/// The audit client the config asks for: records of decisions and external
+/// requests go to the audit service; without one they are only logged.
+fn start_audit(
+    config: &ProxyConfig,
+    resolver: &Arc<SvidResolver>,
+    trust: &Arc<palisade_ca::verify::Trust>,
+) -> Result<(Arc<dyn AuditSink>, Option<Task>), RunError> {
+    let Some(settings) = &config.audit else {
+        return Ok((Arc::new(NoAudit), None));
+    };
+    let expected = palisade_audit::ingest::audit_service_id(&config.id.trust_domain())
+        .map_err(|e| RunError::Audit(e.to_string()))?;
+    let mut params = DeliverParams::new(
+        settings.address.clone(),
+        Arc::clone(trust),
+        Arc::clone(resolver),
+        expected,
+        settings.spool.clone(),
+    );
+    params.spool_max_bytes = settings.spool_max_bytes;
+    params.strict = settings.strict;
+    let (auditor, task) = Auditor::start(params).map_err(|e| RunError::Audit(e.to_string()))?;
+    tracing::info!(address = %settings.address, spool = %settings.spool.display(), strict = settings.strict, "audit records go to the audit service");
+    Ok((Arc::new(auditor), Some(task)))
 }
 
 /// Where the sidecar listens, once bound.
@@ -112,6 +144,9 @@ pub async fn run(
     tasks.push(tokio::spawn(track_expiry(svids.clone(), Arc::clone(&metrics))));
     tracing::info!(id = %config.id, serial = %svids.borrow().serial(), "SVID installed");
 
+    let (audit, delivery) = start_audit(&config, &resolver, &trust)?;
+    tasks.extend(delivery);
+
     let ctx = Arc::new(Context {
         id: config.id.clone(),
         resolver: Arc::clone(&resolver),
@@ -119,8 +154,8 @@ pub async fn run(
         policy: empty_handle(),
         connections: LiveConnections::new(),
         metrics: Arc::clone(&metrics),
-        audit: Arc::new(NoAudit),
-        strict_audit: false,
+        audit: Arc::clone(&audit),
+        strict_audit: config.audit.as_ref().is_some_and(|a| a.strict),
         egress: EgressSettings::new(config.resolve.clone()),
         limits: Limits::default(),
     });

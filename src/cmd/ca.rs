@@ -1,5 +1,6 @@
 //! `palisade ca …`
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context};
@@ -16,6 +17,7 @@ use palisade_ca::{verify_svid, SpiffeId, TrustBundle, TrustDomain, Usage};
 use rustls_pki_types::CertificateDer;
 use serde_json::json;
 
+use super::audit_sink::{self, LateAuditor};
 use super::UsageError;
 use crate::cli::{self, CaCommand, CaConn, Output, RevocationsCommand, TokenCommand};
 use crate::exit;
@@ -59,17 +61,43 @@ async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
     let dir = CaDir::new(&a.dir.dir);
     let td = dir.config()?.trust_domain;
     let shutdown = super::shutdown_signal();
+    let audit = Arc::new(LateAuditor::default());
+    let default_spool = dir.file("audit.spool");
+    let mut delivery = None;
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let mut failure = None;
     serve(
         ServeParams {
             dir,
             listen: a.listen,
             default_ttl: a.default_ttl,
-            events: None,
+            events: Some(Arc::clone(&audit) as Arc<dyn palisade_ca::service::events::CaEvents>),
         },
-        |started| println!("palisade CA for trust domain {td} listening on {}", started.addr),
-        shutdown,
+        |started| {
+            // The CA's own SVID is the audit client's identity.
+            match audit_sink::start(&audit, &a.audit, &default_spool, &td, started.resolver, started.trust) {
+                Ok(task) => delivery = task,
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                    return;
+                }
+            }
+            println!("palisade CA for trust domain {td} listening on {}", started.addr);
+        },
+        async {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(e) = failed_rx => failure = Some(e),
+            }
+        },
     )
     .await?;
+    if let Some(task) = delivery {
+        task.abort();
+    }
+    if let Some(e) = failure {
+        return Err(e.context("cannot start sending audit records"));
+    }
     Ok(exit::OK)
 }
 

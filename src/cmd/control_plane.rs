@@ -1,6 +1,7 @@
 //! `palisade control-plane serve|status`: the policy bundle, validated, watched and
 //! streamed to proxies over mTLS.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use palisade_policy::distribute::{
@@ -10,6 +11,7 @@ use palisade_proxy::admin::{self, Page, Pages};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::audit_sink::{self, LateAuditor};
 use super::identity::ServiceIdentity;
 use super::shutdown_signal;
 use crate::cli::{ControlPlaneCommand, ControlPlaneServe, ControlPlaneStatus, Output};
@@ -26,9 +28,13 @@ pub async fn run(command: ControlPlaneCommand) -> anyhow::Result<u8> {
 async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     // The bundle first: an invalid bundle at start is a usage error, printed whole.
     let rejected = Arc::new(LastRejected::default());
+    let audit = Arc::new(LateAuditor::default());
     let on_event = {
-        let rejected = Arc::clone(&rejected);
-        move |event: &PolicyEvent| rejected.record(event)
+        let (rejected, audit) = (Arc::clone(&rejected), Arc::clone(&audit));
+        move |event: &PolicyEvent| {
+            rejected.record(event);
+            audit.policy(event);
+        }
     };
     let watch = match watch_bundle(WatchParams::new(&a.bundle), on_event).await {
         Ok(watch) => watch,
@@ -45,6 +51,14 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     let td = first.bundle.mesh().trust_domain().clone();
     let id = control_plane_id(&td)?;
     let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &a.join_token).await?;
+    let delivery = audit_sink::start(
+        &audit,
+        &a.audit,
+        Path::new("palisade-control-plane.audit-spool"),
+        &td,
+        Arc::clone(&identity.resolver),
+        Arc::clone(&identity.trust),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -78,13 +92,14 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     )
     .await;
     watch.task.abort();
+    if let Some(delivery) = delivery {
+        delivery.abort();
+    }
     drop(identity);
     result?;
     Ok(exit::OK)
 }
 
-/// Where policy events go. The watcher already logs each one (with the
-/// diagnostics of a rejected edit); the audit service will take them here.
 /// The last edit of the bundle that was refused, for operators (the watcher logs
 /// each one with its diagnostics); cleared when a valid version is published.
 #[derive(Default)]

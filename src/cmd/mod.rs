@@ -1,5 +1,7 @@
 //! One module per noun; each verb is a function taking its parsed arguments.
 
+mod audit;
+mod audit_sink;
 mod ca;
 mod control_plane;
 mod demo;
@@ -17,6 +19,7 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Policy(c) => policy::run(c).await,
         Command::ControlPlane(c) => control_plane::run(c).await,
         Command::Proxy(c) => proxy::run(c).await,
+        Command::Audit(c) => audit::run(c).await,
         Command::Demo(c) => demo::run(c).await,
     }
 }

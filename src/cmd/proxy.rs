@@ -9,7 +9,7 @@ use crate::exit;
 
 pub async fn run(command: ProxyCommand) -> anyhow::Result<u8> {
     match command {
-        ProxyCommand::Run(a) => proxy_run(a).await,
+        ProxyCommand::Run(a) => proxy_run(*a).await,
     }
 }
 
@@ -62,5 +62,9 @@ fn flags(a: ProxyRun) -> Result<ConfigLayer, UsageError> {
         admin: a.admin,
         svid_ttl: a.svid_ttl,
         resolve,
+        audit: a.audit,
+        audit_strict: a.audit_strict.then_some(true),
+        audit_spool: a.audit_spool,
+        audit_spool_max_bytes: a.audit_spool_max_bytes,
     })
 }

@@ -9,7 +9,9 @@
     reason = "tests assert by panicking"
 )]
 
+mod audit;
 mod ca;
+mod egress;
 mod mesh;
 mod policy;
 mod support;

@@ -72,7 +72,7 @@ pub async fn resolve(
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     if let Some(ips) = settings.resolve.get(host) {
-        return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+        return Ok(ips.iter().map(|ip| ip.socket(port)).collect());
     }
     let unresolvable = |reason: String| AddressError::Unresolvable {
         host: host.to_owned(),

@@ -84,7 +84,7 @@ pub mod sni;
 pub mod tunnel;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -92,13 +92,14 @@ use palisade_audit::record::ExternalKind;
 
 pub use self::decide::{decide, ExternalAsk, Outcome, Verdict};
 use crate::audit::{self, ExternalFacts};
+use crate::config::MappedAddr;
 use crate::context::Context;
 
 /// How a sidecar reaches external hosts.
 #[derive(Debug, Default)]
 pub struct EgressSettings {
     /// Canonical host name → the addresses it stands for, looked up before DNS.
-    pub resolve: HashMap<String, Vec<IpAddr>>,
+    pub resolve: HashMap<String, Vec<MappedAddr>>,
     /// This sidecar's own listeners, never a destination.
     pub listeners: OwnListeners,
 }
@@ -106,7 +107,7 @@ pub struct EgressSettings {
 impl EgressSettings {
     /// Settings with this name mapping (keys canonical, as
     /// [`ProxyConfig::resolve`](crate::config::ProxyConfig::resolve) holds them).
-    pub fn new(resolve: impl IntoIterator<Item = (String, Vec<IpAddr>)>) -> Self {
+    pub fn new(resolve: impl IntoIterator<Item = (String, Vec<MappedAddr>)>) -> Self {
         Self {
             resolve: resolve.into_iter().collect(),
             listeners: OwnListeners::default(),

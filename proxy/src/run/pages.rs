@@ -28,7 +28,7 @@ impl Pages for ProxyPages {
             "/metrics" => Page {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: self.ctx.metrics.render(),
+                body: self.ctx.metrics.render() + &self.ctx.audit.render_metrics(),
             },
             "/config" => Page::json(&self.config()),
             _ => return None,

@@ -49,6 +49,7 @@ pub struct Workload {
 pub struct Mesh {
     pub workloads: HashMap<&'static str, Workload>,
     pub control_plane: Option<Server>,
+    pub audit: Option<Audit>,
     pub ca_server: Server,
     pub ca: CaDirFixture,
     pub bundle: PathBuf,
@@ -68,6 +69,17 @@ pub struct Options<'a> {
     pub files: &'a [(&'a str, &'a str)],
     /// Only these workloads get a sidecar (all when empty).
     pub only: &'a [&'a str],
+    /// Run an audit service (SQLite in the mesh's temp dir) that the CA, the control
+    /// plane and every sidecar send their records to.
+    pub audit: bool,
+}
+
+/// The mesh's audit service.
+pub struct Audit {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub database: String,
+    pub server: Option<Server>,
 }
 
 impl Mesh {
@@ -80,8 +92,20 @@ impl Mesh {
     pub async fn start(options: Options<'_>) -> Self {
         let ip = mesh_ip();
         let ca = CaDirFixture::init("shop.example");
-        let ca_server = ca.serve();
         let tmp = tempfile::tempdir().unwrap();
+        let audit = options.audit.then(|| Audit {
+            addr: free_port(ip),
+            admin: free_port(ip),
+            database: format!("sqlite://{}", s(&tmp.path().join("audit.db"))),
+            server: None,
+        });
+        let ca_server = match &audit {
+            Some(audit) => {
+                let spool = tmp.path().join("ca.spool");
+                ca.serve_with(&["--audit", &audit.addr.to_string(), "--audit-spool", s(&spool)])
+            }
+            None => ca.serve(),
+        };
         let bundle = tmp.path().join("shop");
         copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop"), &bundle);
 
@@ -126,11 +150,15 @@ impl Mesh {
             ca_server,
             bundle,
             control_plane: None,
+            audit,
             control_plane_addr,
             control_plane_admin,
             workloads,
             _tmp: tmp,
         };
+        if mesh.audit.is_some() {
+            mesh.start_audit();
+        }
         mesh.start_control_plane();
         let started: Vec<&str> = SHOP
             .iter()
@@ -151,13 +179,64 @@ impl Mesh {
         mesh
     }
 
+    /// Starts (or restarts) the audit service on its address and database.
+    pub fn start_audit(&mut self) {
+        let id = "spiffe://shop.example/ns/palisade-system/sa/palisade-audit";
+        let token = self.token(id);
+        let trust = self.ca.file("bundle.pem");
+        let audit = self.audit.as_mut().expect("the mesh was started with an audit service");
+        let (listen, admin) = (audit.addr.to_string(), audit.admin.to_string());
+        let server = Server::start(&[
+            "audit",
+            "serve",
+            "--database",
+            &audit.database,
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--trust-domain",
+            "shop.example",
+            "--ca",
+            &self.ca_server.addr,
+            "--trust-bundle",
+            s(&trust),
+            "--join-token",
+            &token,
+        ]);
+        audit.server = Some(server);
+    }
+
+    /// The `--audit …` flags of a sender named `name`, when the mesh has an audit service.
+    fn audit_flags(&self, name: &str) -> Vec<String> {
+        self.audit.as_ref().map_or_else(Vec::new, |audit| {
+            let spool = self.bundle.with_file_name(format!("{name}.spool"));
+            vec![
+                "--audit".into(),
+                audit.addr.to_string(),
+                "--audit-spool".into(),
+                s(&spool).to_owned(),
+            ]
+        })
+    }
+
+    /// `palisade audit ARGS --database DB` against the mesh's audit database.
+    pub fn audit_cli(&self, args: &[&str]) -> std::process::Output {
+        let audit = self.audit.as_ref().expect("the mesh was started with an audit service");
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database", &audit.database]);
+        super::run(&all)
+    }
+
     pub fn start_control_plane(&mut self) {
         let id = "spiffe://shop.example/ns/palisade-system/sa/palisade-control-plane";
         let token = self.token(id);
         let listen = self.control_plane_addr.to_string();
         let admin = self.control_plane_admin.to_string();
         let trust = self.ca.file("bundle.pem");
-        let server = Server::start(&[
+        let audit = self.audit_flags("control-plane");
+        let mut args = vec![
             "control-plane",
             "serve",
             "--bundle",
@@ -172,7 +251,9 @@ impl Mesh {
             s(&trust),
             "--join-token",
             &token,
-        ]);
+        ];
+        args.extend(audit.iter().map(String::as_str));
+        let server = Server::start(&args);
         self.control_plane = Some(server);
     }
 
@@ -194,7 +275,9 @@ impl Mesh {
         );
         let file = self.bundle.with_file_name(format!("{name}-proxy.yaml"));
         std::fs::write(&file, config).unwrap();
+        let audit = self.audit_flags(name);
         let mut args = vec!["proxy", "run", "--config", s(&file), "--join-token", &token];
+        args.extend(audit.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let server = Server::start(&args);
         self.workloads.get_mut(name).unwrap().sidecar = Some(server);

@@ -137,7 +137,14 @@ impl CaDirFixture {
 
     /// `palisade ca serve` on a free loopback port.
     pub fn serve(&self) -> Server {
-        Server::start(&["ca", "serve", "--dir", self.path(), "--listen", "127.0.0.1:0"])
+        self.serve_with(&[])
+    }
+
+    /// `palisade ca serve` on a free loopback port, with `extra` flags.
+    pub fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["ca", "serve", "--dir", self.path(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
     }
 
     pub fn bundle(&self) -> palisade_ca::TrustBundle {
@@ -199,4 +206,5 @@ pub fn has_openssl() -> bool {
 
 pub mod app;
 pub mod client;
+pub mod external;
 pub mod mesh;

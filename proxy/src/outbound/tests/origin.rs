@@ -230,7 +230,7 @@ pub(super) async fn external_sidecar(
     let audit = Arc::clone(&sink);
     let resolve = names
         .iter()
-        .map(|(host, ip)| ((*host).to_owned(), vec![ip.parse::<IpAddr>().unwrap()]));
+        .map(|(host, ip)| ((*host).to_owned(), vec![ip.parse::<IpAddr>().unwrap().into()]));
     let ctx = context_with(pki, id, handle(state), |ctx| {
         ctx.egress = EgressSettings::new(resolve);
         ctx.audit = audit;
