@@ -88,7 +88,12 @@ async fn main() {
                     port: 443,
                     protocol: "tls".to_owned(),
                     request_id,
-                    reason: "benchmark".to_owned(),
+                    reason: [
+                        "allowed by egress.yaml and the egress policy",
+                        "`unlisted.example:443` is not in the egress allowlist (REGISTRY_ONLY)",
+                        "not in the egress allowlist; passed flagged (ALLOW_ANY)",
+                    ][made % 3]
+                        .to_owned(),
                 }),
             ),
             98 => (

@@ -689,7 +689,7 @@ mod tests {
         let records = [stored(1, decision(Effect::Allow, "a/b", "/"))];
         let json: serde_json::Value = serde_json::from_str(&render(&records, QueryFormat::Json)).unwrap();
         assert_eq!(json[0]["seq"], 1);
-        assert_eq!(json[0]["record"]["event"]["kind"], "decision");
+        assert_eq!(json[0]["record"]["event"]["type"], "decision");
         assert_eq!(json[0]["hash"].as_str().unwrap().len(), 64);
     }
 
