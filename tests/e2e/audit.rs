@@ -236,3 +236,72 @@ fn tamper(mesh: &Mesh, seq: u64) {
         .unwrap();
     assert_eq!(changed, 1);
 }
+
+/// Two audit services on one PostgreSQL: frontend's sidecar sends to one, checkout's
+/// to the other, both under load at once; the store keeps one total order and one
+/// valid chain, every call's two records once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_audit_services_on_one_postgresql_keep_one_chain() {
+    let Ok(base) = std::env::var("PALISADE_TEST_POSTGRES") else {
+        eprintln!("skipped: PostgreSQL not available (set PALISADE_TEST_POSTGRES)");
+        return;
+    };
+    let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await else {
+        eprintln!("skipped: PostgreSQL not available at {base}");
+        return;
+    };
+    tokio::spawn(connection);
+    let schema = format!("e2e_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let database = format!("{base}{separator}options=-csearch_path%3D{schema}");
+
+    let mesh = Mesh::start(Options {
+        only: &["frontend", "checkout", "payments"],
+        audit: true,
+        audit_database: Some(database),
+        audit_replicas: 1,
+        ..Options::default()
+    })
+    .await;
+    let (frontend, checkout) = (mesh.workload("frontend").outbound, mesh.workload("checkout").outbound);
+    const CALLS: usize = 200;
+    let load = |outbound, host: &'static str, path: &'static str, tag: &'static str| {
+        std::thread::spawn(move || {
+            (0..CALLS)
+                .map(|i| {
+                    let id = format!("{tag}-{i}");
+                    call(outbound, "POST", host, path, &[("x-request-id", &id)]).status
+                })
+                .collect::<Vec<u16>>()
+        })
+    };
+    // frontend (→ replica 1) calls checkout (→ replica 2), which calls payments (→ replica 2).
+    let a = load(frontend, "checkout.shop:8080", "/orders", "orders");
+    let b = load(checkout, "payments.shop:8080", "/charge", "charges");
+    for statuses in [a.join().unwrap(), b.join().unwrap()] {
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    }
+    let decisions = eventually(Duration::from_secs(60), "every decision stored", || {
+        let records = query(&mesh, &["--kind", "decision"]);
+        (records.len() >= 4 * CALLS).then_some(records)
+    })
+    .await;
+    assert_eq!(decisions.len(), 4 * CALLS, "each call's two records, once");
+    let senders: std::collections::HashSet<&str> = decisions.iter().filter_map(|r| r["sender"].as_str()).collect();
+    assert_eq!(senders.len(), 3, "{senders:?}");
+    let out = mesh.audit_cli(&["verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    eprintln!("{said}");
+    drop(mesh);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

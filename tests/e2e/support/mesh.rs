@@ -72,6 +72,10 @@ pub struct Options<'a> {
     /// Run an audit service (SQLite in the mesh's temp dir) that the CA, the control
     /// plane and every sidecar send their records to.
     pub audit: bool,
+    /// The audit database instead of SQLite (a `postgres://` URL).
+    pub audit_database: Option<String>,
+    /// More audit services on the same database; sidecars are spread over all of them.
+    pub audit_replicas: usize,
 }
 
 /// The mesh's audit service.
@@ -80,6 +84,8 @@ pub struct Audit {
     pub admin: SocketAddr,
     pub database: String,
     pub server: Option<Server>,
+    /// Further services on the same database: address and process.
+    pub replicas: Vec<(SocketAddr, Server)>,
 }
 
 impl Mesh {
@@ -96,8 +102,12 @@ impl Mesh {
         let audit = options.audit.then(|| Audit {
             addr: free_port(ip),
             admin: free_port(ip),
-            database: format!("sqlite://{}", s(&tmp.path().join("audit.db"))),
+            database: options
+                .audit_database
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", s(&tmp.path().join("audit.db")))),
             server: None,
+            replicas: Vec::new(),
         });
         let ca_server = match &audit {
             Some(audit) => {
@@ -158,6 +168,11 @@ impl Mesh {
         };
         if mesh.audit.is_some() {
             mesh.start_audit();
+            for _ in 0..options.audit_replicas {
+                let addr = free_port(ip);
+                let server = mesh.audit_server(addr, free_port(ip));
+                mesh.audit.as_mut().unwrap().replicas.push((addr, server));
+            }
         }
         mesh.start_control_plane();
         let started: Vec<&str> = SHOP
@@ -181,12 +196,19 @@ impl Mesh {
 
     /// Starts (or restarts) the audit service on its address and database.
     pub fn start_audit(&mut self) {
+        let audit = self.audit.as_ref().expect("the mesh was started with an audit service");
+        let server = self.audit_server(audit.addr, audit.admin);
+        self.audit.as_mut().unwrap().server = Some(server);
+    }
+
+    /// `palisade audit serve` on `addr` over the mesh's audit database.
+    fn audit_server(&self, addr: SocketAddr, admin: SocketAddr) -> Server {
         let id = "spiffe://shop.example/ns/palisade-system/sa/palisade-audit";
         let token = self.token(id);
         let trust = self.ca.file("bundle.pem");
-        let audit = self.audit.as_mut().expect("the mesh was started with an audit service");
-        let (listen, admin) = (audit.addr.to_string(), audit.admin.to_string());
-        let server = Server::start(&[
+        let audit = self.audit.as_ref().expect("the mesh was started with an audit service");
+        let (listen, admin) = (addr.to_string(), admin.to_string());
+        Server::start(&[
             "audit",
             "serve",
             "--database",
@@ -203,17 +225,19 @@ impl Mesh {
             s(&trust),
             "--join-token",
             &token,
-        ]);
-        audit.server = Some(server);
+        ])
     }
 
     /// The `--audit …` flags of a sender named `name`, when the mesh has an audit service.
     fn audit_flags(&self, name: &str) -> Vec<String> {
         self.audit.as_ref().map_or_else(Vec::new, |audit| {
             let spool = self.bundle.with_file_name(format!("{name}.spool"));
+            // Sidecars spread over the replicas, in the shop's order.
+            let n = SHOP.iter().position(|(w, _)| *w == name).unwrap_or(0) % (1 + audit.replicas.len());
+            let addr = if n == 0 { audit.addr } else { audit.replicas[n - 1].0 };
             vec![
                 "--audit".into(),
-                audit.addr.to_string(),
+                addr.to_string(),
                 "--audit-spool".into(),
                 s(&spool).to_owned(),
             ]
