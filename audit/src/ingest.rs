@@ -33,7 +33,7 @@ use palisade_ca::verify::{SvidClientVerifier, Trust};
 use palisade_ca::{SpiffeId, SpiffeIdError, TrustDomain};
 
 use crate::proto::v1 as pb;
-use crate::record::Record;
+use crate::record::{Event, Record, Side};
 use crate::wire::WireError;
 
 /// The most records one `Append` may carry.
@@ -145,6 +145,7 @@ impl<S: Sink> pb::audit_log_server::AuditLog for Ingest<S> {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let sender = peer_id(&request)?;
         let records = validate(&sender, request.into_inner().records)?;
+        authorize(&sender, &records, now_micros())?;
         if records.is_empty() {
             return Ok(Response::new(pb::AppendResponse::default()));
         }
@@ -184,6 +185,49 @@ fn validate(sender: &SpiffeId, records: Vec<pb::Record>) -> Result<Vec<Record>, 
     converted
         .map(|(index, record)| Record::try_from(record).map_err(|e| invalid(sender, index, "", &e)))
         .collect()
+}
+
+/// How far ahead of the service's clock a record's time may be.
+const MAX_CLOCK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
+
+/// What a sender may say: CA events only from the CA, policy events only from the
+/// control plane, external events and egress decisions only about itself (an
+/// ingress decision names its caller, whom the callee's sidecar verified), and no
+/// time in the future. A sidecar's SVID cannot speak for anyone else.
+fn authorize(sender: &SpiffeId, records: &[Record], now_micros: i64) -> Result<(), Status> {
+    let td = sender.trust_domain();
+    let system = |account: &str| SpiffeId::mesh(&td, "palisade-system", account).ok();
+    let (ca, control_plane) = (system("palisade-ca"), system("palisade-control-plane"));
+    for (index, record) in records.iter().enumerate() {
+        let problem = match &record.event {
+            Event::Identity(_) if ca.as_ref() != Some(sender) => Some("only the CA may record identity events"),
+            Event::Policy(_) if control_plane.as_ref() != Some(sender) => {
+                Some("only the control plane may record policy changes")
+            }
+            Event::External(e) if e.workload != sender.as_str() => {
+                Some("an external event names another workload than its sender")
+            }
+            Event::Decision(d) if d.side == Side::Egress && d.principal != sender.as_str() => {
+                Some("an egress decision names another caller than its sender")
+            }
+            _ if record.time_micros > now_micros.saturating_add(MAX_CLOCK_SKEW_MICROS) => {
+                Some("its time is more than 5 minutes ahead of the audit service's clock")
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(%sender, index, id = %shown(&record.id), problem, "audit batch refused: record not the sender's to make");
+            let mut status = Status::invalid_argument(format!(
+                "record {index} (id `{}`) is refused: {problem}; nothing of this batch was stored",
+                shown(&record.id)
+            ));
+            status
+                .metadata_mut()
+                .insert(RECORD_INDEX_METADATA, MetadataValue::from(index));
+            return Err(status);
+        }
+    }
+    Ok(())
 }
 
 /// The refusal of a batch for its record at `index`.

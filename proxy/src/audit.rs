@@ -98,6 +98,61 @@ impl PendingDecision {
     }
 }
 
+/// A decision on its way to the audit log. [`finish`](Self::finish) records it with
+/// the status the caller got; if the request is dropped first (the caller went away
+/// while the app was answering: hyper drops the handler), it is recorded on drop
+/// with status 0, "no response was sent". Either way every decision that let a
+/// request through is recorded once.
+pub struct Recorder<'a> {
+    sink: &'a dyn AuditSink,
+    arrived: std::time::Instant,
+    pending: Option<PendingDecision>,
+}
+
+impl<'a> Recorder<'a> {
+    /// Nothing to record yet; the request arrived at `arrived`.
+    pub fn new(sink: &'a dyn AuditSink, arrived: std::time::Instant) -> Self {
+        Self {
+            sink,
+            arrived,
+            pending: None,
+        }
+    }
+
+    /// The decision made (none when the sink is disabled or nothing was decided).
+    pub fn set(&mut self, pending: Option<PendingDecision>) {
+        self.pending = pending;
+    }
+
+    /// The decision, to amend before it is recorded.
+    pub fn pending_mut(&mut self) -> Option<&mut PendingDecision> {
+        self.pending.as_mut()
+    }
+
+    /// Records the decision with the status the caller got.
+    pub fn finish(mut self, status: u16) {
+        if let Some(pending) = self.pending.take() {
+            self.sink.record(pending.finish(status, self.arrived.elapsed()));
+        }
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.sink.record(pending.finish(0, self.arrived.elapsed()));
+        }
+    }
+}
+
+impl std::fmt::Debug for Recorder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One external request or tunnel, as [`external`] records it.
 #[derive(Debug, Clone, Copy)]
 pub struct ExternalFacts<'a> {

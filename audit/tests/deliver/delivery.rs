@@ -55,7 +55,7 @@ async fn records_made_while_a_batch_waits_for_a_slow_service_spool_behind_it_and
     let dir = tempfile::tempdir().unwrap();
     let (auditor, task) = start(params(&ca, FRONTEND, server.addr, dir.path()));
     server.sink.hold();
-    auditor.record(policy(0));
+    auditor.record(numbered(0));
     server.sink.holding().await;
     record_all(&auditor, 1..5_000);
     let slow = metrics_when(&auditor, |m| m.queued == 0 && m.spooled > 0).await;
@@ -81,7 +81,7 @@ async fn senders_under_load_through_a_kill_and_restart_lose_nothing_and_keep_the
         let auditor = auditor.clone();
         tokio::spawn(async move {
             for n in range {
-                auditor.record(policy(n));
+                auditor.record(numbered(n));
                 if n % 64 == 0 {
                     tokio::task::yield_now().await;
                 }

@@ -42,7 +42,7 @@ fn wire(n: u64) -> pb::Record {
     let record = Record {
         id: format!("raw-{n}"),
         time_micros: 1,
-        event: policy(n),
+        event: numbered(n),
     };
     pb::Record::from(&record)
 }
@@ -177,4 +177,101 @@ async fn a_batch_resent_after_a_lost_answer_is_stored_once() {
     assert!(server.sink.duplicates() > 0, "the first batch was sent again");
     assert_eq!(metrics.dropped(), 0);
     stop(auditor, task).await;
+}
+
+/// A sidecar's SVID speaks only for that sidecar: it cannot record CA events or
+/// policy changes, external events or egress decisions of another workload, nor
+/// date a record in the future. Each is refused with its index; nothing stored.
+#[tokio::test]
+async fn a_sender_cannot_record_what_is_not_its_own_to_say() {
+    use palisade_audit::record::{Event, External, ExternalKind, Identity, IdentityKind, PolicyChange, PolicyOutcome};
+    let ca = Ca::new();
+    let sink = MemorySink::new();
+    let server = AuditServer::start(&ca, sink.clone());
+    let endpoint = Endpoint::from_shared(format!("http://{}", server.addr)).unwrap();
+    let peer = SvidPeer {
+        addr: server.addr.to_string(),
+        trust: ca.trust(),
+        resolver: ca.svid(FRONTEND),
+        expected: audit_id(),
+    };
+    let mut client = AuditLogClient::new(svid_channel(endpoint, peer).await.unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let other = "spiffe://test.example/ns/pay/sa/payments";
+    let external = |workload: &str| {
+        Event::External(External {
+            kind: ExternalKind::BlackHole,
+            workload: workload.into(),
+            host: "evil.example".into(),
+            sni: String::new(),
+            port: 443,
+            protocol: "tls".into(),
+            request_id: "r".into(),
+            reason: "x".into(),
+        })
+    };
+    let mut egress = numbered(1);
+    if let Event::Decision(d) = &mut egress {
+        d.side = palisade_audit::record::Side::Egress;
+        d.principal = other.into();
+    }
+    let cases: Vec<(Event, i64, &str)> = vec![
+        (
+            Event::Identity(Identity {
+                kind: IdentityKind::Revoked,
+                spiffe_id: other.into(),
+                serial: String::new(),
+                reason: "forged".into(),
+                not_after_unix: 0,
+            }),
+            now,
+            "only the CA may record identity events",
+        ),
+        (
+            Event::Policy(PolicyChange {
+                outcome: PolicyOutcome::Accepted,
+                version: 9,
+                digest: "sha256:00".into(),
+                detail: String::new(),
+            }),
+            now,
+            "only the control plane may record policy changes",
+        ),
+        (external(other), now, "names another workload"),
+        (egress, now, "names another caller"),
+        (numbered(2), now + 3_600_000_000, "ahead of the audit service's clock"),
+    ];
+    for (event, time_micros, expected) in cases {
+        let record = palisade_audit::record::Record {
+            id: "forged-1".into(),
+            time_micros,
+            event,
+        };
+        let status = client
+            .append(pb::AppendRequest {
+                records: vec![wire(0), (&record).into()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().contains("record 1"), "{}", status.message());
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    assert_eq!(sink.len(), 0, "nothing of any refused batch was stored");
+    // Its own external event is fine.
+    let own = palisade_audit::record::Record {
+        id: "own-1".into(),
+        time_micros: now,
+        event: external(FRONTEND),
+    };
+    client
+        .append(pb::AppendRequest {
+            records: vec![(&own).into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(sink.len(), 1);
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use palisade_audit::deliver::{Auditor, DeliverParams, DeliveryMetrics};
 use palisade_audit::ingest::{audit_service_id, serve, Appended, ServeParams, Sink, SinkError};
-use palisade_audit::record::{Event, PolicyChange, PolicyOutcome, Record};
+use palisade_audit::record::{Decision, Effect, Event, Record, Side};
 use palisade_ca::issuer::{new_ca, CaSigner};
 use palisade_ca::revocation::{RevocationEntry, RevocationSet, RevocationTarget};
 use palisade_ca::tls::SvidResolver;
@@ -306,27 +306,36 @@ pub async fn stop(auditor: Auditor, task: JoinHandle<()>) {
         .unwrap();
 }
 
-/// The record of policy version `n`: an event whose field says its place.
-pub fn policy(n: u64) -> Event {
-    Event::Policy(PolicyChange {
-        outcome: PolicyOutcome::Accepted,
-        version: n,
-        digest: format!("sha256:{n:064x}"),
-        detail: String::new(),
+/// Record number `n`: an ingress decision (which any sidecar may record; the
+/// ingest refuses CA and policy events from workloads) whose latency field says
+/// its place.
+pub fn numbered(n: u64) -> Event {
+    Event::Decision(Decision {
+        side: Side::Ingress,
+        effect: Effect::Allow,
+        principal: "spiffe://test.example/ns/a/sa/caller".into(),
+        action: "GET".into(),
+        resource: "shop/web".into(),
+        path: "/".into(),
+        policies: vec!["allow-all".into()],
+        request_id: format!("req-{n}"),
+        status: 200,
+        latency_micros: n,
     })
 }
 
+/// The place of a record made by [`numbered`].
 pub fn version(record: &Record) -> u64 {
     match &record.event {
-        Event::Policy(p) => p.version,
-        other => panic!("not a policy record: {other:?}"),
+        Event::Decision(d) => d.latency_micros,
+        other => panic!("not a numbered record: {other:?}"),
     }
 }
 
 /// Records versions `range` in order.
 pub fn record_all(auditor: &Auditor, range: std::ops::Range<u64>) {
     for n in range {
-        auditor.record(policy(n));
+        auditor.record(numbered(n));
     }
 }
 

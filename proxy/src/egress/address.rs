@@ -131,9 +131,10 @@ pub fn restricted(ip: IpAddr) -> Option<&'static str> {
 
 fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
     const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+    const AZURE_WIRESERVER: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
     if ip.is_link_local() {
         Some("a link-local address (cloud metadata services live there)")
-    } else if ip == ALIBABA_METADATA {
+    } else if ip == ALIBABA_METADATA || ip == AZURE_WIRESERVER {
         Some("a cloud metadata address")
     } else if ip.octets().first() == Some(&0) {
         Some("an unspecified address")
@@ -149,7 +150,15 @@ fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
 fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
     const AWS_METADATA: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
     let segments = ip.segments();
-    if let [0x0064, 0xff9b, 0, 0, 0, 0, high, low] = segments {
+    // IPv4 carried in IPv6: NAT64 (well-known and local-use prefixes) and the
+    // deprecated IPv4-compatible form (`::a9fe:a9fe`); mapped ones were made
+    // canonical above. Judged as the IPv4 address they reach.
+    let embedded = match segments {
+        [0x0064, 0xff9b, 0, 0, 0, 0, high, low] | [0x0064, 0xff9b, 0x0001, _, _, _, high, low] => Some((high, low)),
+        [0, 0, 0, 0, 0, 0, high, low] if high != 0 => Some((high, low)),
+        _ => None,
+    };
+    if let Some((high, low)) = embedded {
         let [a, b] = high.to_be_bytes();
         let [c, d] = low.to_be_bytes();
         return restricted_v4(Ipv4Addr::new(a, b, c, d));
@@ -230,6 +239,9 @@ mod tests {
             "ff02::1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "::a9fe:a9fe",
+            "168.63.129.16",
         ];
         for ip in restricted_ones {
             assert!(restricted(ip.parse().unwrap()).is_some(), "{ip}");

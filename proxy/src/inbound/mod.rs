@@ -211,8 +211,10 @@ async fn handle_request(
         }
         Ok(allowed)
     });
-    let (response, destination, decision, pending) = match checked {
+    let mut recorder = audit::Recorder::new(&*ctx.audit, arrived);
+    let (response, destination, decision) = match checked {
         Ok(allowed) => {
+            recorder.set(allowed.decision.map(|d| *d));
             headers::set_xfcc(&mut parts.headers, &ctx.id, &connection.peer.id);
             let target = Target {
                 path: allowed.canonical.path.request_target(),
@@ -223,15 +225,16 @@ async fn handle_request(
                 Ok(response) => app_response(response, &request_id),
                 Err(refusal) => refusal.into_response(&request_id),
             };
-            (response, allowed.destination, "allow", allowed.decision)
+            (response, allowed.destination, "allow")
         }
         Err(refused) => {
+            recorder.set(refused.decision.map(|d| *d));
             let decision = refused.refusal.label();
             let mut response = refused.refusal.into_response(&request_id);
             if refused.close {
                 close_after(&mut response);
             }
-            (response, refused.destination, decision, refused.decision)
+            (response, refused.destination, decision)
         }
     };
     let status = response.status().as_u16();
@@ -242,9 +245,7 @@ async fn handle_request(
         decision,
         status,
     });
-    if let Some(pending) = pending {
-        ctx.audit.record(pending.finish(status, arrived.elapsed()));
-    }
+    recorder.finish(status);
     Ok(response)
 }
 

@@ -49,7 +49,7 @@ impl Outbound {
         parts: Parts,
         body: Incoming,
         canonical: &Canonical,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         trail.destination = Some(EXTERNAL.to_owned());
         if parts.uri.scheme().is_some_and(|scheme| *scheme != Scheme::HTTP) {
@@ -77,7 +77,9 @@ impl Outbound {
                 },
             )
         };
-        trail.decision = self.external_decision(call, &verdict, canonical.action, canonical.path.path());
+        trail
+            .decision
+            .set(self.external_decision(call, &verdict, canonical.action, canonical.path.path()));
         let report = Report::new(self, call, host, port, "http");
         let explicit = self.admitted(&verdict, &report, trail)?;
         let upstream = egress::http::upstream_request(parts, body, canonical)?;
@@ -107,7 +109,7 @@ impl Outbound {
         &self,
         call: &Call<'_>,
         mut parts: Parts,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         if parts.version == Version::HTTP_2 {
             return Err(Refusal::MethodNotAllowed(
@@ -147,7 +149,9 @@ impl Outbound {
                 },
             )
         };
-        trail.decision = self.external_decision(call, &verdict, Action::Connect, "");
+        trail
+            .decision
+            .set(self.external_decision(call, &verdict, Action::Connect, ""));
         let report = Report::new(self, call, host, port, "tls");
         let explicit = self.admitted(&verdict, &report, trail)?;
         let addrs = self.addresses(&verdict, host, port, explicit, &report, trail).await?;
@@ -212,7 +216,7 @@ impl Outbound {
         port: u16,
         explicit: bool,
         report: &Report<'_>,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Vec<SocketAddr>, Refusal> {
         let resolved = address::resolve(&self.ctx.egress, host, port, self.ctx.limits.connect_timeout)
             .await
@@ -221,7 +225,7 @@ impl Outbound {
             });
         resolved.map_err(|e: AddressError| {
             if e.is_refusal() {
-                if let Some(decision) = trail.decision.as_mut() {
+                if let Some(decision) = trail.decision.pending_mut() {
                     decision.effect = Effect::Deny;
                 }
                 report.send(ExternalKind::BlackHole, &e.to_string());

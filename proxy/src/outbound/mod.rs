@@ -172,17 +172,18 @@ struct Call<'a> {
 
 /// What the steps learned that the metrics and the audit record need once the
 /// response is known.
-#[derive(Debug, Default)]
-struct Trail {
+#[derive(Debug)]
+struct Trail<'a> {
     /// The metrics destination: a service id, or [`EXTERNAL`]; none is [`UNKNOWN`].
     destination: Option<String>,
     /// The request went out through Passthrough.
     passthrough: bool,
-    /// The egress decision made, when one was and the audit sink is enabled.
-    decision: Option<PendingDecision>,
+    /// The egress decision made, when one was and the audit sink is enabled;
+    /// recorded even when the app goes away before the answer.
+    decision: audit::Recorder<'a>,
 }
 
-impl Trail {
+impl Trail<'_> {
     /// The metrics decision of a forwarded request.
     fn forwarded(&self) -> &'static str {
         if self.passthrough {
@@ -211,7 +212,11 @@ impl Outbound {
         };
         // An app may send tunnel bytes right after its `CONNECT`, before the answer.
         let close = framing.is_err() || (parts.method == Method::CONNECT && parts.version != Version::HTTP_2);
-        let mut trail = Trail::default();
+        let mut trail = Trail {
+            destination: None,
+            passthrough: false,
+            decision: audit::Recorder::new(&*self.ctx.audit, arrived),
+        };
         let result = match framing {
             Ok(()) => self.proxy(&call, parts, body, &mut trail).await,
             Err(refusal) => Err(refusal),
@@ -236,9 +241,7 @@ impl Outbound {
             decision,
             status,
         });
-        if let Some(pending) = trail.decision.take() {
-            self.ctx.audit.record(pending.finish(status, arrived.elapsed()));
-        }
+        trail.decision.finish(status);
         response
     }
 
@@ -248,7 +251,7 @@ impl Outbound {
         call: &Call<'_>,
         mut parts: Parts,
         body: Incoming,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         check_header_count(&parts.headers, self.ctx.limits.max_headers)?;
         if parts.method == Method::CONNECT {
@@ -264,7 +267,9 @@ impl Outbound {
                 let request_id = call.request_id.to_str().unwrap_or_default();
                 tracing::info!(request_id, port, service = %service.id(), "the service does not listen on this port; denied");
                 trail.destination = Some(service.id().to_owned());
-                trail.decision = self.refused_decision(call, service.id(), canonical.action, canonical.path.path());
+                trail
+                    .decision
+                    .set(self.refused_decision(call, service.id(), canonical.action, canonical.path.path()));
                 return Err(EGRESS_DENIED);
             }
             Destination::Unknown => return self.external(call, &state, parts, body, &canonical, trail).await,
@@ -283,12 +288,12 @@ impl Outbound {
         &self,
         call: &Call<'_>,
         action: palisade_authz::Action,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Arc<PolicyState>, Refusal> {
         self.ctx.policy.load_full().ok_or_else(|| {
             let request_id = call.request_id.to_str().unwrap_or_default();
             tracing::info!(request_id, "no policy snapshot yet; denied");
-            trail.decision = self.refused_decision(call, UNKNOWN, action, "");
+            trail.decision.set(self.refused_decision(call, UNKNOWN, action, ""));
             EGRESS_DENIED
         })
     }
@@ -301,7 +306,7 @@ impl Outbound {
         service: &Service,
         canonical: &Canonical,
         headers: &HeaderMap,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<(), Refusal> {
         let headers = headers::policy_view(headers)?;
         let decision = authorize::decide(
@@ -318,7 +323,7 @@ impl Outbound {
         );
         decision.log();
         if self.ctx.audit.enabled() {
-            trail.decision = Some(PendingDecision {
+            trail.decision.set(Some(PendingDecision {
                 side: Side::Egress,
                 effect: audit::effect(&decision.decision),
                 principal: self.ctx.id.to_string(),
@@ -327,7 +332,7 @@ impl Outbound {
                 path: canonical.path.path().to_owned(),
                 policies: decision.decision.determining.iter().map(|p| p.id.clone()).collect(),
                 request_id: call.request_id.to_str().unwrap_or_default().to_owned(),
-            });
+            }));
         }
         decision.enforce()
     }

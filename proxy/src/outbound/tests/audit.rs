@@ -202,3 +202,75 @@ async fn in_strict_mode_nothing_is_forwarded_while_auditing_is_unavailable() {
     assert_eq!(app.requests.load(Ordering::SeqCst), 0);
     server.abort();
 }
+
+/// Polls `f` every 10 ms for at most 5 s.
+async fn within_5s(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The app went away while the callee's app was still answering: hyper drops both
+/// sidecars' handlers, yet each side records its decision (status 0: no response
+/// was sent), so a request that reached an app is never missing from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_caller_leaves_before_the_answer_is_still_recorded_on_both_sides() {
+    use tokio::io::AsyncWriteExt;
+    let pki = TestPki::shop();
+    // An app that answers only after 30 s: the caller leaves long before.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&hits);
+    let app = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            let service = service_fn(move |_: Request<Incoming>| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"late"))))
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+        }
+    });
+    let callee_sink = Arc::new(RecordingSink::default());
+    let ctx = context_with(&pki, REVIEWS, handle(shop_pointing_at(&[])), |ctx| {
+        ctx.audit = callee_sink.clone();
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::new(Inbound {
+            ctx,
+            app: app_addr,
+            app_protocol: AppProtocol::Http1,
+        }),
+    ));
+    let caller_sink = Arc::new(RecordingSink::default());
+    let caller = frontend(&pki, addr, Arc::clone(&caller_sink), false).await;
+    let mut tcp = tokio::net::TcpStream::connect(caller.addr).await.unwrap();
+    tcp.write_all(b"GET /reviews/1 HTTP/1.1\r\nHost: reviews.shop\r\nX-Request-Id: gone-1\r\n\r\n")
+        .await
+        .unwrap();
+    within_5s("the request to reach the app", || hits.load(Ordering::SeqCst) == 1).await;
+    drop(tcp);
+    within_5s("both sides' records", || {
+        caller_sink.decisions().len() == 1 && callee_sink.decisions().len() == 1
+    })
+    .await;
+    for (side, sink) in [(Side::Egress, &caller_sink), (Side::Ingress, &callee_sink)] {
+        let decision = sink.decisions().pop().unwrap();
+        assert_eq!((decision.side, decision.effect), (side, Effect::Allow));
+        assert_eq!(decision.request_id, "gone-1");
+        assert_eq!(decision.status, 0, "no response was sent");
+    }
+    server.abort();
+    app.abort();
+}
