@@ -204,14 +204,8 @@ pub fn side(direction: Direction) -> Side {
 /// The Cedar action's name as records spell it: the method, or `connect`.
 pub fn action_name(action: Action) -> &'static str {
     match action {
-        Action::Get => "GET",
-        Action::Head => "HEAD",
-        Action::Post => "POST",
-        Action::Put => "PUT",
-        Action::Patch => "PATCH",
-        Action::Delete => "DELETE",
-        Action::Options => "OPTIONS",
         Action::Connect => "connect",
+        method => crate::outbound::authorize::method_name(method),
     }
 }
 
