@@ -33,6 +33,20 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// Opens an existing store for reading: a SQLite URL naming no file is a typo, not
+/// an empty log (only `audit serve` creates the database).
+async fn open_existing(url: &str) -> anyhow::Result<Store> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path != ":memory:" && !std::path::Path::new(path).exists() {
+            return Err(UsageError(format!(
+                "there is no audit database at `{path}`; check --database (the file `palisade audit serve --database {url}` writes)"
+            ))
+            .into());
+        }
+    }
+    open(url).await
+}
+
 async fn open(url: &str) -> anyhow::Result<Store> {
     Store::open(url).await.map_err(|e| UsageError(e.to_string()).into())
 }
@@ -90,7 +104,7 @@ impl Pages for AuditPages {
 }
 
 async fn verify(a: AuditVerify) -> anyhow::Result<u8> {
-    let store = open(&a.database.database).await?;
+    let store = open_existing(&a.database.database).await?;
     let verification = store.verify().await?;
     let head = store.head().await?;
     if a.output == Output::Json {
@@ -134,7 +148,7 @@ fn print_verification(v: &Verification, head: Option<Head>) {
 }
 
 async fn query(a: AuditQuery) -> anyhow::Result<u8> {
-    let store = open(&a.database.database).await?;
+    let store = open_existing(&a.database.database).await?;
     let now = now_micros();
     let filter = Filter {
         since_micros: a
@@ -196,7 +210,7 @@ async fn query(a: AuditQuery) -> anyhow::Result<u8> {
 
 async fn report(a: AuditReport) -> anyhow::Result<u8> {
     let format: ReportFormat = a.format.parse().map_err(usage)?;
-    let store = open(&a.database.database).await?;
+    let store = open_existing(&a.database.database).await?;
     let now = now_micros();
     let since = query::parse_since(&a.since, now).map_err(|e| flag("since", e))?;
     let until = match &a.until {
