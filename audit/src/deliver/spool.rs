@@ -255,11 +255,18 @@ impl Spool {
     /// Rewrites the file without its delivered frames, renamed over the old one.
     fn compact(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("compacting");
+        // A leftover of a crash mid-compaction is ours to drop (the spool itself is
+        // locked by this process). Then create it new: never follow a link someone
+        // planted in its place, never write into a file that appeared meanwhile.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let new = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            // O_CREAT|O_EXCL: fails on any existing path, a symbolic link included.
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         new.try_lock().map_err(|e| io::Error::other(e.to_string()))?;
@@ -562,5 +569,23 @@ mod tests {
             [3, 9, 4, 5],
             "the compacted file reopens"
         );
+    }
+
+    #[test]
+    fn compaction_never_writes_through_a_link_planted_in_its_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.spool");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("compacting")).unwrap();
+        let max = HEADER_BYTES + 2 * frame_size(&record(1));
+        let mut spool = Spool::open(&path, max).unwrap();
+        spool.append(&record(1)).unwrap();
+        spool.append(&record(2)).unwrap();
+        let one = spool.read(1, u64::MAX).unwrap();
+        spool.advance(one.extent).unwrap();
+        spool.append(&record(3)).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(versions(&spool.read(10, u64::MAX).unwrap()), [2, 3]);
     }
 }
