@@ -193,6 +193,14 @@ pub fn effect(decision: &palisade_authz::Decision) -> Effect {
     }
 }
 
+/// The ids a record names: the policies that determined the effect and, for a
+/// dry-run denial, the dry-run policies that would have denied it.
+pub fn policies(decision: &palisade_authz::Decision) -> Vec<String> {
+    let dry_run = decision.dry_run_deny.then_some(&decision.dry_run_determining);
+    let all = decision.determining.iter().chain(dry_run.into_iter().flatten());
+    all.map(|policy| policy.id.clone()).collect()
+}
+
 /// The record's side.
 pub fn side(direction: Direction) -> Side {
     match direction {

@@ -143,9 +143,7 @@ impl Verdict {
 
     /// The ids of the policies that determined the engine's decision.
     pub fn policies(&self) -> Vec<String> {
-        self.decision.as_ref().map_or_else(Vec::new, |decision| {
-            decision.determining.iter().map(|policy| policy.id.clone()).collect()
-        })
+        self.decision.as_ref().map_or_else(Vec::new, audit::policies)
     }
 }
 

@@ -343,7 +343,16 @@ fn pending(record: &DecisionRecord) -> PendingDecision {
         action: audit::action_name(record.action),
         resource: record.destination.clone(),
         path: record.path.clone(),
-        policies: record.determining.clone(),
+        policies: match effect {
+            // The dry-run policies that would have denied it are named too.
+            palisade_audit::record::Effect::DryRunDeny => record
+                .determining
+                .iter()
+                .chain(&record.dry_run_determining)
+                .cloned()
+                .collect(),
+            _ => record.determining.clone(),
+        },
         request_id: record.request_id.clone(),
     }
 }

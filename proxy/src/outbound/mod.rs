@@ -330,7 +330,7 @@ impl Outbound {
                 action: audit::action_name(canonical.action),
                 resource: service.id().to_owned(),
                 path: canonical.path.path().to_owned(),
-                policies: decision.decision.determining.iter().map(|p| p.id.clone()).collect(),
+                policies: audit::policies(&decision.decision),
                 request_id: call.request_id.to_str().unwrap_or_default().to_owned(),
             }));
         }

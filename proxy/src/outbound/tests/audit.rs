@@ -107,7 +107,8 @@ async fn each_side_records_its_decision_with_the_status_the_caller_got_and_one_r
             200,
             Effect::Allow,
             Effect::DryRunDeny,
-            vec!["reviews-readable-from-web"],
+            // The dry-run policy that would have denied it is named too.
+            vec!["reviews-readable-from-web", "reviews-no-debug-header"],
         ),
         (
             "POST",
