@@ -35,9 +35,14 @@ pub enum Command {
     /// The audit log: the ingest service, chain verification, queries and compliance reports.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Pieces of the local demo mesh.
-    #[command(subcommand)]
-    Demo(DemoCommand),
+    /// The whole mesh on this machine in one command, playing the shop's story.
+    ///
+    /// Starts the CA, the control plane, the audit service (SQLite), the four shop apps
+    /// behind their sidecars and stand-ins for api.stripe.com and an unlisted host, all
+    /// on loopback; then makes the calls of the story and checks each decision against
+    /// the audit log. Exits 1 on any unexpected outcome. Every process it starts is
+    /// stopped at the end (or on Ctrl-C); logs are in DIR/logs/.
+    Demo(Demo),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +164,28 @@ pub struct AuditReport {
     /// The file to write; `-` for standard output.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Demo {
+    #[command(subcommand)]
+    pub command: Option<DemoCommand>,
+    #[command(flatten)]
+    pub run: DemoRun,
+}
+
+/// `palisade demo` without a subcommand: the whole story.
+#[derive(Debug, Args)]
+pub struct DemoRun {
+    /// Where the demo keeps its state: the CA, the bundle copy, the audit database,
+    /// logs and reports. A previous run's state there is removed first.
+    #[arg(long, default_value = "palisade-demo")]
+    pub dir: PathBuf,
+    /// Leave the mesh running after the story, print `curl` commands to explore it,
+    /// and stop everything on Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@
 
 mod audit;
 mod ca;
+mod demo;
 mod egress;
 mod mesh;
 mod policy;
