@@ -193,12 +193,16 @@ pub fn effect(decision: &palisade_authz::Decision) -> Effect {
     }
 }
 
-/// The ids a record names: the policies that determined the effect and, for a
-/// dry-run denial, the dry-run policies that would have denied it.
+/// The ids a record names: the policies that determined its effect. For a dry-run
+/// denial that is the dry-run policies that would have denied it (the permits that
+/// let it through are not what a reviewer of the denial needs to see).
 pub fn policies(decision: &palisade_authz::Decision) -> Vec<String> {
-    let dry_run = decision.dry_run_deny.then_some(&decision.dry_run_determining);
-    let all = decision.determining.iter().chain(dry_run.into_iter().flatten());
-    all.map(|policy| policy.id.clone()).collect()
+    let determining = if decision.effect == palisade_authz::Effect::Allow && decision.dry_run_deny {
+        &decision.dry_run_determining
+    } else {
+        &decision.determining
+    };
+    determining.iter().map(|policy| policy.id.clone()).collect()
 }
 
 /// The record's side.

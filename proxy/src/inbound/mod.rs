@@ -344,13 +344,8 @@ fn pending(record: &DecisionRecord) -> PendingDecision {
         resource: record.destination.clone(),
         path: record.path.clone(),
         policies: match effect {
-            // The dry-run policies that would have denied it are named too.
-            palisade_audit::record::Effect::DryRunDeny => record
-                .determining
-                .iter()
-                .chain(&record.dry_run_determining)
-                .cloned()
-                .collect(),
+            // What determined a dry-run denial: the dry-run policies that would deny.
+            palisade_audit::record::Effect::DryRunDeny => record.dry_run_determining.clone(),
             _ => record.determining.clone(),
         },
         request_id: record.request_id.clone(),

@@ -199,12 +199,8 @@ impl<'a> Story<'a> {
         let why = match expect {
             Mesh2::EgressDenied if why.is_empty() => "no egress policy permits it; nothing left the sidecar".to_owned(),
             Mesh2::EgressDenied => format!("({}); nothing left the sidecar", why.join(", ")),
-            // The record names the permits that allowed it; the sidecar's log names the
-            // dry-run policy (`dry_run_policies`).
-            Mesh2::DryRunDenied => format!(
-                "({}); a dry-run forbid would deny: recorded, not enforced",
-                why.join(", ")
-            ),
+            // The ingress record of a dry-run denial names the dry-run policy.
+            Mesh2::DryRunDenied => format!("({}) would deny: recorded, not enforced", why.join(", ")),
             _ => format!("({})", why.join(", ")),
         };
         line(&who, &what, &decision, &reply.status.to_string(), &why);

@@ -107,8 +107,8 @@ async fn each_side_records_its_decision_with_the_status_the_caller_got_and_one_r
             200,
             Effect::Allow,
             Effect::DryRunDeny,
-            // The dry-run policy that would have denied it is named too.
-            vec!["reviews-readable-from-web", "reviews-no-debug-header"],
+            // A dry-run denial names the dry-run policy that would deny.
+            vec!["reviews-no-debug-header"],
         ),
         (
             "POST",
