@@ -43,6 +43,21 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn render_metrics(&self) -> String {
         String::new()
     }
+
+    /// Strict mode's question before it forwards a request: a place for the
+    /// request's record, held until it is made. `None`: refuse the request.
+    fn reserve(&self) -> Option<Reservation> {
+        self.accepting().then_some(Reservation::Unreserved)
+    }
+}
+
+/// Where a decision's record will go ([`AuditSink::reserve`]).
+#[derive(Debug)]
+pub enum Reservation {
+    /// A place held in the delivery queue.
+    Queue(palisade_audit::deliver::Reserved),
+    /// The sink's ordinary [`record`](AuditSink::record).
+    Unreserved,
 }
 
 /// No audit log: every event is dropped unbuilt, and strict mode never refuses.
@@ -107,6 +122,7 @@ pub struct Recorder<'a> {
     sink: &'a dyn AuditSink,
     arrived: std::time::Instant,
     pending: Option<PendingDecision>,
+    reservation: Option<Reservation>,
 }
 
 impl<'a> Recorder<'a> {
@@ -116,6 +132,35 @@ impl<'a> Recorder<'a> {
             sink,
             arrived,
             pending: None,
+            reservation: None,
+        }
+    }
+
+    /// Strict mode: holds a place for the record before the request is forwarded.
+    ///
+    /// # Errors
+    ///
+    /// 503 when the sink has no place: the request must not be forwarded.
+    pub fn reserve(&mut self) -> Result<(), crate::request::Refusal> {
+        match self.sink.reserve() {
+            Some(reservation) => {
+                self.reservation = Some(reservation);
+                Ok(())
+            }
+            None => {
+                tracing::warn!("auditing is unavailable in strict audit mode; request refused");
+                Err(crate::request::Refusal::AuditUnavailable)
+            }
+        }
+    }
+
+    fn emit(&mut self, status: u16) {
+        if let Some(pending) = self.pending.take() {
+            let event = pending.finish(status, self.arrived.elapsed());
+            match self.reservation.take() {
+                Some(Reservation::Queue(place)) => place.record(event),
+                Some(Reservation::Unreserved) | None => self.sink.record(event),
+            }
         }
     }
 
@@ -131,17 +176,13 @@ impl<'a> Recorder<'a> {
 
     /// Records the decision with the status the caller got.
     pub fn finish(mut self, status: u16) {
-        if let Some(pending) = self.pending.take() {
-            self.sink.record(pending.finish(status, self.arrived.elapsed()));
-        }
+        self.emit(status);
     }
 }
 
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            self.sink.record(pending.finish(0, self.arrived.elapsed()));
-        }
+        self.emit(0);
     }
 }
 
@@ -234,6 +275,10 @@ impl AuditSink for palisade_audit::deliver::Auditor {
 
     fn render_metrics(&self) -> String {
         self.metrics().render_prometheus("palisade_proxy")
+    }
+
+    fn reserve(&self) -> Option<Reservation> {
+        palisade_audit::deliver::Auditor::reserve(self).map(Reservation::Queue)
     }
 }
 

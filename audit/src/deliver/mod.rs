@@ -225,17 +225,7 @@ impl Auditor {
             Counters::add(&inner.counters.discarded, 1);
             return;
         };
-        let id = format!("{}-{}", inner.prefix, inner.next.fetch_add(1, Ordering::Relaxed));
-        let mut wire = pb::Record::from(Record {
-            id,
-            time_micros: now_micros(),
-            event,
-        });
-        wire::fit(&mut wire);
-        if let Err(e) = wire::check(&wire) {
-            let why = format_args!("the audit service would refuse it: {e}");
-            return inner.counters.dropped(DropReason::Invalid, 1, &why);
-        }
+        let Some(wire) = self.stamp(event) else { return };
         match tx.try_send(wire) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -247,6 +237,41 @@ impl Auditor {
                 inner.counters.dropped(DropReason::QueueFull, 1, &why);
             }
         }
+    }
+
+    /// The record of `event` as sent: a unique id, the time, every field within the
+    /// service's bounds. `None` (dropped and counted) when the service would refuse it.
+    fn stamp(&self, event: Event) -> Option<pb::Record> {
+        let inner = &self.inner;
+        let id = format!("{}-{}", inner.prefix, inner.next.fetch_add(1, Ordering::Relaxed));
+        let mut wire = pb::Record::from(Record {
+            id,
+            time_micros: now_micros(),
+            event,
+        });
+        wire::fit(&mut wire);
+        if let Err(e) = wire::check(&wire) {
+            let why = format_args!("the audit service would refuse it: {e}");
+            inner.counters.dropped(DropReason::Invalid, 1, &why);
+            return None;
+        }
+        Some(wire)
+    }
+
+    /// A place in the queue for one record, taken now and kept until the record is
+    /// made: what strict mode asks before it forwards a request, so a request it
+    /// lets through always has room for its record. `None` when not
+    /// [`accepting`](Self::accepting), the queue has no free place, or no audit
+    /// service is configured.
+    pub fn reserve(&self) -> Option<Reserved> {
+        if !self.accepting() {
+            return None;
+        }
+        let permit = self.inner.tx.as_ref()?.clone().try_reserve_owned().ok()?;
+        Some(Reserved {
+            permit,
+            auditor: self.clone(),
+        })
     }
 
     /// Whether a record made now would be kept: false when the queue is full, the
@@ -278,6 +303,23 @@ impl Auditor {
             .as_ref()
             .map_or(0, |tx| tx.max_capacity().saturating_sub(tx.capacity()));
         self.inner.counters.snapshot(u64::try_from(queued).unwrap_or(u64::MAX))
+    }
+}
+
+/// A place in the queue, held for one record ([`Auditor::reserve`]); dropping it
+/// unused gives the place back.
+#[derive(Debug)]
+pub struct Reserved {
+    permit: mpsc::OwnedPermit<pb::Record>,
+    auditor: Auditor,
+}
+
+impl Reserved {
+    /// Queues the record of `event` in the place held: it cannot find the queue full.
+    pub fn record(self, event: Event) {
+        if let Some(wire) = self.auditor.stamp(event) {
+            self.permit.send(wire);
+        }
     }
 }
 

@@ -161,6 +161,30 @@ async fn a_full_queue_drops_without_waiting_and_stops_accepting() {
     assert_eq!(DEFAULT_QUEUE_CAPACITY, 65_536);
 }
 
+/// Strict mode reserves the record's place before it forwards a request: other
+/// records filling the queue meanwhile cannot take it, and a place held but
+/// unused is given back.
+#[tokio::test]
+async fn a_reserved_place_is_kept_for_its_record_when_the_queue_fills() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = params(&ca, FRONTEND, nowhere(), dir.path());
+    params.queue_capacity = 4;
+    params.strict = true;
+    let (auditor, _task) = start(params);
+    let held = auditor.reserve().expect("an empty queue has room");
+    let unused = auditor.reserve().expect("room for a second");
+    drop(unused);
+    record_all(&auditor, 0..10);
+    assert_eq!(auditor.metrics().dropped_queue_full, 7, "three places were free");
+    assert!(auditor.reserve().is_none(), "no place left: a strict sidecar refuses");
+    assert!(auditor.denies_requests());
+    held.record(numbered(99));
+    let metrics = auditor.metrics();
+    assert_eq!(metrics.queued, 4);
+    assert_eq!(metrics.dropped_queue_full, 7, "the held place took its record");
+}
+
 #[tokio::test]
 async fn an_event_the_service_would_refuse_is_dropped_as_invalid_and_long_text_is_cut() {
     let ca = Ca::new();

@@ -199,19 +199,21 @@ async fn handle_request(
     let ctx = &connection.listener.ctx;
     let (mut parts, body) = request.into_parts();
     let request_id = request_id::ensure(&mut parts.headers);
+    let mut recorder = audit::Recorder::new(&*ctx.audit, arrived);
     let checked = check(&connection, &mut parts, &request_id).and_then(|allowed| {
-        if ctx.strict_audit && !ctx.audit.accepting() {
-            tracing::warn!("auditing is unavailable in strict audit mode; request refused");
-            return Err(Refused {
-                refusal: Refusal::AuditUnavailable,
-                destination: allowed.destination,
-                close: false,
-                decision: allowed.decision,
-            });
+        // Strict audit mode: nothing reaches the app without a place held for its record.
+        if ctx.strict_audit {
+            if let Err(refusal) = recorder.reserve() {
+                return Err(Refused {
+                    refusal,
+                    destination: allowed.destination,
+                    close: false,
+                    decision: allowed.decision,
+                });
+            }
         }
         Ok(allowed)
     });
-    let mut recorder = audit::Recorder::new(&*ctx.audit, arrived);
     let (response, destination, decision) = match checked {
         Ok(allowed) => {
             recorder.set(allowed.decision.map(|d| *d));

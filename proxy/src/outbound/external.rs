@@ -197,7 +197,7 @@ impl Outbound {
                 false
             }
         };
-        if let Err(refusal) = self.check_audit() {
+        if let Err(refusal) = self.check_audit(trail) {
             report.send(
                 verdict.kind(),
                 &format!("{}; but auditing is unavailable", verdict.reason),

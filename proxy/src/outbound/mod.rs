@@ -276,7 +276,7 @@ impl Outbound {
         };
         trail.destination = Some(target.service.id().to_owned());
         self.authorize(&state, call, target.service, &canonical, &parts.headers, trail)?;
-        self.check_audit()?;
+        self.check_audit(trail)?;
         let endpoint = self.endpoint(target.service)?;
         let upstream = forward::upstream_request(parts, body, &canonical)?;
         let response = forward::send(&self.pool, endpoint, target.service, upstream).await?;
@@ -358,11 +358,10 @@ impl Outbound {
         })
     }
 
-    /// Strict audit mode: nothing is forwarded while the sink is not accepting.
-    fn check_audit(&self) -> Result<(), Refusal> {
-        if self.ctx.strict_audit && !self.ctx.audit.accepting() {
-            tracing::warn!("auditing is unavailable in strict audit mode; request refused");
-            return Err(Refusal::AuditUnavailable);
+    /// Strict audit mode: nothing is forwarded without a place held for its record.
+    fn check_audit(&self, trail: &mut Trail<'_>) -> Result<(), Refusal> {
+        if self.ctx.strict_audit {
+            trail.decision.reserve()?;
         }
         Ok(())
     }
