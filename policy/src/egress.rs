@@ -20,7 +20,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use palisade_authz::{host_matches, ExternalHostFacts, NormalizedHost};
+use palisade_authz::{ExternalHostFacts, NormalizedHost};
 use palisade_ca::SpiffeId;
 
 use crate::error::Problem;
@@ -91,9 +91,14 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    /// Whether `host` matches, by the rule of `palisade_authz::host_matches`.
+    /// Whether `host` matches, by the rule of `palisade_authz::host_matches`
+    /// (both sides are canonical, so plain comparisons; no allocation: sidecars
+    /// ask this per external request).
     pub fn matches(&self, host: &NormalizedHost) -> bool {
-        host_matches(&self.to_string(), host)
+        match self {
+            Self::Exact(name) => host.name() == name,
+            Self::Wildcard { suffix } => host.name().split_once('.').is_some_and(|(_, parent)| parent == suffix),
+        }
     }
 }
 
@@ -335,6 +340,36 @@ mod tests {
             diagnostics: &mut diagnostics,
         };
         host_pattern(raw, &mut fields, &[]).ok_or(diagnostics)
+    }
+
+    #[test]
+    fn patterns_match_as_the_authz_host_rule_does() {
+        let patterns = ["api.stripe.com", "*.stripe.com", "10.0.0.1", "[::1]", "*.a.example"];
+        let hosts = [
+            "api.stripe.com",
+            "API.Stripe.com.",
+            "stripe.com",
+            "a.b.stripe.com",
+            "evilstripe.com",
+            "x.stripe.com:443",
+            "10.0.0.1",
+            "[::1]",
+            "[0:0::1]",
+            "b.a.example",
+            "a.example",
+        ];
+        for raw in patterns {
+            let pattern = check(raw).unwrap();
+            for host in hosts {
+                let host = palisade_authz::normalize_host(host, None).unwrap();
+                assert_eq!(
+                    pattern.matches(&host),
+                    palisade_authz::host_matches(&pattern.to_string(), &host),
+                    "{raw} vs {}",
+                    host.name()
+                );
+            }
+        }
     }
 
     #[test]
