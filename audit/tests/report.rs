@@ -1140,46 +1140,6 @@ fn render_prints_the_format_asked_for() {
     assert_eq!("md".parse::<ReportFormat>(), Ok(ReportFormat::Markdown));
 }
 
-/// Writes a sample report of a synthetic day to /tmp for a look (and a screenshot
-/// with scripts/report-screenshot.sh):
-/// `cargo test -p palisade-audit --test report -- --ignored write_sample_reports`.
-#[test]
-#[ignore = "writes files to /tmp for a person to look at"]
-fn write_sample_reports() {
-    let until = 1_740_830_400_000_000; // 2025-03-01T12:00:00Z
-    let mesh = mesh::Mesh {
-        since: until - 24 * HOUR,
-        until,
-        count: 60_000,
-    };
-    let records = mesh.records();
-    let window = Window {
-        since_micros: mesh.since,
-        until_micros: mesh.until,
-    };
-    let build = |chain: Verification| {
-        let mut builder = ReportBuilder::new(window);
-        for record in &records {
-            builder.add(record);
-        }
-        builder.finish(
-            chain,
-            until + 42 * 1_000_000,
-            "postgres://audit:s3cret@audit-db.internal:5432/audit",
-        )
-    };
-    let report = build(intact(records.len()));
-    for format in ReportFormat::ALL {
-        let path = format!("/tmp/palisade-sample-report.{}", format.as_str());
-        std::fs::write(&path, report.render(*format)).unwrap();
-        println!("wrote {path}");
-    }
-    let mut chain = broken();
-    chain.records = records.len() as u64;
-    std::fs::write("/tmp/palisade-sample-report-broken.html", build(chain).to_html()).unwrap();
-    println!("wrote /tmp/palisade-sample-report-broken.html");
-}
-
 // ---------------------------------------------------------------------------
 // Helpers computing the expected figures
 
