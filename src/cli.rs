@@ -35,6 +35,9 @@ pub enum Command {
     /// The audit log: the ingest service, chain verification, queries and compliance reports.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Kubernetes: the CustomResourceDefinitions of group palisade.dev.
+    #[command(subcommand)]
+    Crds(CrdsCommand),
     /// The whole mesh on this machine in one command, playing the shop's story.
     ///
     /// Starts the CA, the control plane, the audit service (SQLite), the four shop apps
@@ -700,4 +703,21 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrdsCommand {
+    /// Write the CRD manifests (CedarPolicy, EgressAllowlist, MeshConfig,
+    /// CertificateRevocation) generated from Palisade's own types.
+    ///
+    /// Without --out, prints them to stdout as one multi-document YAML, ready for
+    /// `kubectl apply -f -`. The committed copies are in crds/manifests/.
+    Generate(CrdsGenerate),
+}
+
+#[derive(Debug, Args)]
+pub struct CrdsGenerate {
+    /// Write one file per CRD (NAME.yaml) into this directory instead of stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }

@@ -1,7 +1,13 @@
-//! Kubernetes support for Palisade.
+//! Kubernetes support for Palisade: platform teams manage the mesh with
+//! `kubectl apply` and read back what the controller did.
 //!
-//! This crate will own: the CustomResources of group `palisade.dev` (kube-rs),
-//! the generated CRD manifests, and the controller that turns cluster state into
-//! policy bundles and writes status conditions back.
+//! - [`resources`]: the CustomResources of group `palisade.dev` (`CedarPolicy`,
+//!   `EgressAllowlist`, `MeshConfig`, `CertificateRevocation`) and their status.
+//! - [`manifests`]: the CRD manifests generated from those types.
 //!
-//! Nothing is built here yet: see the Kubernetes issue.
+//! Without Kubernetes everything works from a bundle directory; the controller
+//! turns cluster state into the same bundle files and runs them through the same
+//! loader, so a policy means the same thing whichever source it came from.
+
+pub mod manifests;
+pub mod resources;

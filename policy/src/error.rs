@@ -56,6 +56,9 @@ pub enum Problem {
     /// A trust domain that is not one.
     #[error("{0}")]
     InvalidTrustDomain(SpiffeIdError),
+    /// A `leafTtl` that is not a duration between one minute and 24 hours.
+    #[error("`{value}` is not a certificate lifetime: give a number and `s`, `m` or `h`, from `1m` to `24h` (e.g. `30m`, `1h`)")]
+    InvalidLeafTtl { value: String },
 
     /// A string that is not a SPIFFE ID.
     #[error("{0}")]

@@ -42,5 +42,5 @@ mod field;
 mod source;
 mod yaml;
 
-pub use bundle::{load, load_files, load_with_files, Bundle, BundleFiles, Digest, Policy};
+pub use bundle::{canonical, load, load_canonical, load_files, load_with_files, Bundle, BundleFiles, Digest, Policy};
 pub use error::{Diagnostic, Diagnostics, Problem};

@@ -4,6 +4,7 @@ mod audit;
 mod audit_sink;
 mod ca;
 mod control_plane;
+mod crds;
 mod demo;
 mod identity;
 mod policy;
@@ -20,6 +21,7 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::ControlPlane(c) => control_plane::run(c).await,
         Command::Proxy(c) => proxy::run(c).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Crds(c) => crds::run(c),
         Command::Demo(c) => demo::run(c).await,
     }
 }

@@ -104,6 +104,7 @@ pub(super) fn digest(mesh: &MeshSettings, registry: &Registry, egress: &EgressRu
     e.str("palisade-bundle-v1");
     e.str(mesh.trust_domain().as_str());
     e.str(mesh.outbound_mode().as_str());
+    e.u64(mesh.leaf_ttl().map_or(0, |ttl| ttl.as_secs()));
     e.sorted(registry.workloads(), |e, w| {
         e.str(w.spiffe_id().as_str());
         e.map(w.labels().iter());

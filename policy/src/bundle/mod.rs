@@ -19,6 +19,7 @@
 //! the directory once into them, [`load_files`] takes them from memory (a snapshot
 //! a proxy received). Both apply the same checks, the layout included.
 
+mod canonical;
 mod digest;
 pub(crate) mod files;
 mod load;
@@ -36,9 +37,10 @@ use crate::error::Diagnostics;
 use crate::mesh::MeshSettings;
 use crate::registry::Registry;
 
+pub use canonical::canonical;
 pub use digest::Digest;
 pub use files::{BundleFiles, MAX_FILES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
-pub use policy::Policy;
+pub use policy::{Policy, DRY_RUN_SUFFIX};
 
 /// A valid bundle: mesh settings, registry, egress allowlist and policies.
 #[derive(Debug, Clone)]
@@ -80,6 +82,21 @@ pub fn load_with_files(dir: impl AsRef<Path>) -> Result<(BundleFiles, Bundle), D
 /// As [`load`].
 pub fn load_files(files: &BundleFiles) -> Result<Bundle, Diagnostics> {
     load::load_files(files)
+}
+
+/// Loads `files` (which passed [`load_files`] or [`load_with_files`]) again in
+/// their [`canonical`] form: what the control plane publishes, so that equal
+/// bundles give byte-identical snapshots whether they came from a directory or
+/// from a Kubernetes cluster.
+///
+/// # Errors
+///
+/// As [`load_files`]; only when the canonical form lost something, which would be
+/// a bug.
+pub fn load_canonical(files: &BundleFiles) -> Result<(BundleFiles, Bundle), Diagnostics> {
+    let files = canonical(files);
+    let bundle = load::load_files(&files)?;
+    Ok((files, bundle))
 }
 
 impl Bundle {

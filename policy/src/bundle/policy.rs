@@ -196,9 +196,15 @@ fn policy_id(
     Ok(id.to_owned())
 }
 
-/// `@mode`: absent (enforced) or `dry-run`.
+/// The file name suffix that makes every policy of a file dry-run: the files form
+/// of a `CedarPolicy` resource with `mode: dry-run`.
+pub const DRY_RUN_SUFFIX: &str = ".dry-run.cedar";
+
+/// `@mode`: absent (enforced, or dry-run in a `NAME.dry-run.cedar` file) or
+/// `dry-run`.
 fn mode(at: Place<'_>, cedar: &cedar_policy::Policy) -> Result<Mode, Diagnostic> {
     match cedar.annotation("mode") {
+        None if at.file.relative.ends_with(DRY_RUN_SUFFIX) => Ok(Mode::DryRun),
         None => Ok(Mode::Enforce),
         Some("dry-run") => Ok(Mode::DryRun),
         Some(value) => {

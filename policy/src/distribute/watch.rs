@@ -16,7 +16,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::bundle::{load_with_files, Bundle, BundleFiles, Digest};
+use crate::bundle::{load_canonical, load_with_files, Bundle, BundleFiles, Digest};
 use crate::error::{Diagnostic, Diagnostics, Problem};
 use crate::snapshot::SnapshotDigest;
 
@@ -230,8 +230,17 @@ fn accepted(published: &Published) -> PolicyEvent {
 }
 
 /// Reads and loads the directory off the async runtime.
+///
+/// A symbolic link (`DIR/current`, swapped by `palisade controller run
+/// --bundle-out DIR`) is resolved once, so one attempt reads one version. What is
+/// published is the [`crate::bundle::canonical`] form.
 async fn attempt(dir: PathBuf) -> Result<(BundleFiles, Bundle), Diagnostics> {
-    match tokio::task::spawn_blocking(move || load_with_files(&dir)).await {
+    let read = move || {
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let (files, _) = load_with_files(&dir)?;
+        load_canonical(&files)
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(result) => result,
         Err(_) => Err(vec![Diagnostic::new(Problem::Internal("the bundle loading task failed"))].into()),
     }

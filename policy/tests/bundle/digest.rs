@@ -38,7 +38,7 @@ fn the_digest_changes_with_the_mode_the_registry_and_the_allowlist() {
     let base = digest(&TempBundle::shop());
     let changes: &[(&str, &str, &str)] = &[
         (
-            "policies/web/egress/frontend.cedar",
+            "policies/web/egress/frontend-egress.cedar",
             "@id(\"web-frontend-calls-payments\")",
             "@id(\"web-frontend-calls-payments\")\n@mode(\"dry-run\")",
         ),

@@ -10,6 +10,7 @@
     reason = "tests assert by panicking"
 )]
 
+mod canonical;
 mod digest;
 mod invalid;
 mod readme;

@@ -171,13 +171,13 @@ fn a_snapshot_that_is_not_a_valid_bundle_is_refused_with_its_diagnostics() {
     let (files, bundle) = shop_files();
     let mut mine = for_workload(&files, &bundle, &id(FRONTEND));
     mine.insert(
-        "policies/web/egress/frontend.cedar",
+        "policies/web/egress/frontend-egress.cedar",
         "permit (principal, action, resource);",
     );
     let error = Snapshot::new(2, mine).load().unwrap_err();
     assert!(matches!(error, SnapshotError::Invalid(_)), "{error}");
     assert!(
-        error.to_string().contains("policies/web/egress/frontend.cedar"),
+        error.to_string().contains("policies/web/egress/frontend-egress.cedar"),
         "{error}"
     );
 

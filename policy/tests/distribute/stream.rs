@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use palisade_policy::distribute::PolicyEvent;
-use palisade_policy::load_with_files;
 use palisade_policy::snapshot::for_workload;
+use palisade_policy::{load_canonical, load_with_files};
 
 use crate::support::{id, Ca, ControlPlane, Proxy, FRONTEND, PAYMENTS};
 
@@ -21,8 +21,13 @@ async fn a_proxy_receives_its_own_snapshot_and_its_ack_is_recorded() {
 
     let snapshot = frontend.next(2 * SECOND).await.expect("a snapshot at once");
     assert_eq!(snapshot.version(), 1);
-    let (files, bundle) = load_with_files(cp.bundle.path()).unwrap();
-    assert_eq!(snapshot.files(), &for_workload(&files, &bundle, &id(FRONTEND)));
+    let (files, _) = load_with_files(cp.bundle.path()).unwrap();
+    let (files, bundle) = load_canonical(&files).unwrap();
+    assert_eq!(
+        snapshot.files(),
+        &for_workload(&files, &bundle, &id(FRONTEND)),
+        "what was sent is the canonical form of the directory"
+    );
     assert!(
         !snapshot.files().contains(PCI),
         "payments' ingress is not frontend's business"

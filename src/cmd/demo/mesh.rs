@@ -33,28 +33,28 @@ pub const BUNDLE: [(&str, &str); 14] = [
     ("workloads.yaml", include_str!("../../../examples/shop/workloads.yaml")),
     ("egress.yaml", include_str!("../../../examples/shop/egress.yaml")),
     (
-        "policies/web/egress/frontend.cedar",
-        include_str!("../../../examples/shop/policies/web/egress/frontend.cedar"),
+        "policies/web/egress/frontend-egress.cedar",
+        include_str!("../../../examples/shop/policies/web/egress/frontend-egress.cedar"),
     ),
     (
-        "policies/web/ingress/frontend.cedar",
-        include_str!("../../../examples/shop/policies/web/ingress/frontend.cedar"),
+        "policies/web/ingress/frontend-ingress.cedar",
+        include_str!("../../../examples/shop/policies/web/ingress/frontend-ingress.cedar"),
     ),
     (
-        "policies/checkout/egress/checkout.cedar",
-        include_str!("../../../examples/shop/policies/checkout/egress/checkout.cedar"),
+        "policies/checkout/egress/checkout-egress.cedar",
+        include_str!("../../../examples/shop/policies/checkout/egress/checkout-egress.cedar"),
     ),
     (
-        "policies/checkout/ingress/checkout.cedar",
-        include_str!("../../../examples/shop/policies/checkout/ingress/checkout.cedar"),
+        "policies/checkout/ingress/checkout-ingress.cedar",
+        include_str!("../../../examples/shop/policies/checkout/ingress/checkout-ingress.cedar"),
     ),
     (
-        "policies/reviews/egress/reviews.cedar",
-        include_str!("../../../examples/shop/policies/reviews/egress/reviews.cedar"),
+        "policies/reviews/egress/reviews-egress.cedar",
+        include_str!("../../../examples/shop/policies/reviews/egress/reviews-egress.cedar"),
     ),
     (
-        "policies/reviews/ingress/reviews.cedar",
-        include_str!("../../../examples/shop/policies/reviews/ingress/reviews.cedar"),
+        "policies/reviews/ingress/reviews-ingress.cedar",
+        include_str!("../../../examples/shop/policies/reviews/ingress/reviews-ingress.cedar"),
     ),
     (
         "policies/payments/ingress/pci.cedar",

@@ -334,12 +334,12 @@ impl<'a> Story<'a> {
         self.external_call("frontend", UNLISTED, "passthrough").await?;
 
         let before = self.mesh.snapshot_version("reviews").await?;
-        self.edit("policies/reviews/ingress/reviews.cedar", |t| {
+        self.edit("policies/reviews/ingress/reviews-ingress.cedar", |t| {
             t.replace("@mode(\"dry-run\")\n", "")
         })?;
         let after = self.mesh.wait_snapshot_after("reviews", before).await?;
         heading(&format!(
-            "policies/reviews/ingress/reviews.cedar edited: reviews-no-debug-header enforced, no longer dry run (v{before} → v{after}):"
+            "policies/reviews/ingress/reviews-ingress.cedar edited: reviews-no-debug-header enforced, no longer dry run (v{before} → v{after}):"
         ));
         self.mesh_call(
             "frontend",

@@ -28,7 +28,7 @@ fn partner_shop(port: u16, allow_any: bool) -> PolicyState {
         );
         append(
             dir,
-            "policies/web/egress/frontend.cedar",
+            "policies/web/egress/frontend-egress.cedar",
             &format!(
                 r#"
 @id("web-reads-partner")

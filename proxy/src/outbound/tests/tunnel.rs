@@ -24,7 +24,7 @@ fn stripe_shop(port: u16, allow_any: bool) -> PolicyState {
         replace(dir, "egress.yaml", "ports: [443]", &format!("ports: [{port}]"));
         replace(
             dir,
-            "policies/checkout/egress/checkout.cedar",
+            "policies/checkout/egress/checkout-egress.cedar",
             "api.stripe.com:443",
             &format!("api.stripe.com:{port}"),
         );
