@@ -222,18 +222,33 @@ pub enum ControlPlaneCommand {
     /// receives only what applies to it and ACKs or NACKs each version; `control-plane
     /// status` shows which proxy runs which version.
     ///
+    /// In Kubernetes, `--from-controller --trust-domain TD` takes the bundle from the
+    /// controller instead (`palisade controller run --control-plane ADDR`), which pushes
+    /// the bundle it renders from the cluster; the same loader checks it, and only the
+    /// controller's SVID (…/ns/palisade-system/sa/palisade-controller) may push.
+    ///
     /// The control plane's own SVID (spiffe://TD/ns/palisade-system/sa/palisade-control-plane)
     /// comes from the CA with a join token: `palisade ca token create --spiffe-id ...`.
-    Serve(ControlPlaneServe),
+    Serve(Box<ControlPlaneServe>),
     /// Which proxy runs which snapshot version (from the control plane's admin port).
     Status(ControlPlaneStatus),
 }
 
 #[derive(Debug, Args)]
 pub struct ControlPlaneServe {
-    /// The policy bundle directory (mesh.yaml, workloads.yaml, services.yaml, egress.yaml, policies/).
+    /// The policy bundle directory (mesh.yaml, workloads.yaml, services.yaml, egress.yaml, policies/),
+    /// watched for changes. A symbolic link is followed anew on each read, so
+    /// `palisade controller run --bundle-out DIR` can feed DIR/current.
+    #[arg(long, required_unless_present = "from_controller")]
+    pub bundle: Option<PathBuf>,
+    /// Take the bundle from the Kubernetes controller instead of a directory: it pushes
+    /// what it renders from the cluster (`palisade controller run --control-plane ADDR`).
+    /// Until its first push, proxies get only the mesh settings and deny everything.
+    #[arg(long, conflicts_with = "bundle", requires = "trust_domain")]
+    pub from_controller: bool,
+    /// The trust domain, with --from-controller (a bundle directory names its own).
     #[arg(long)]
-    pub bundle: PathBuf,
+    pub trust_domain: Option<String>,
     /// Address proxies connect to; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub listen: SocketAddr,

@@ -5,22 +5,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use palisade_policy::distribute::{
-    control_plane_id, serve, watch_bundle, PolicyEvent, ProxyStatus, Published, ServeParams, WatchParams,
+    control_plane_id, push_source, serve, watch_bundle, BundleWatch, PolicyEvent, ProxyStatus, Published, Publisher,
+    ServeParams, Source as PushService, WatchParams,
 };
+use palisade_policy::proto::v1::bundle_source_server::BundleSourceServer;
 use palisade_proxy::admin::{self, Page, Pages};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::audit_sink::{self, LateAuditor};
 use super::identity::ServiceIdentity;
-use super::shutdown_signal;
+use super::{shutdown_signal, UsageError};
 use crate::cli::{ControlPlaneCommand, ControlPlaneServe, ControlPlaneStatus, Output};
 use crate::exit;
 use crate::output::{self, timestamp};
 
 pub async fn run(command: ControlPlaneCommand) -> anyhow::Result<u8> {
     match command {
-        ControlPlaneCommand::Serve(a) => control_plane_serve(a).await,
+        ControlPlaneCommand::Serve(a) => control_plane_serve(*a).await,
         ControlPlaneCommand::Status(a) => status(a).await,
     }
 }
@@ -36,18 +38,25 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
             audit.policy(event);
         }
     };
-    let watch = match watch_bundle(WatchParams::new(&a.bundle), on_event).await {
-        Ok(watch) => watch,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!(
-                "error: the bundle in {} is not valid; nothing was served",
-                a.bundle.display()
-            );
-            return Ok(exit::USAGE);
+    let source = match (&a.bundle, &a.trust_domain) {
+        (Some(dir), _) => match watch_bundle(WatchParams::new(dir), on_event).await {
+            Ok(watch) => Source::Directory(dir.display().to_string(), watch),
+            Err(diagnostics) => {
+                eprintln!("{diagnostics}");
+                eprintln!(
+                    "error: the bundle in {} is not valid; nothing was served",
+                    dir.display()
+                );
+                return Ok(exit::USAGE);
+            }
+        },
+        (None, Some(td)) => Source::pushed(td, on_event)?,
+        (None, None) => {
+            return Err(UsageError("give --bundle DIR, or --from-controller with --trust-domain".into()).into())
         }
     };
-    let first = Arc::clone(&watch.published.borrow());
+    let published = source.published();
+    let first = Arc::clone(&published.borrow());
     let td = first.bundle.mesh().trust_domain().clone();
     let id = control_plane_id(&td)?;
     let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &a.join_token).await?;
@@ -68,14 +77,14 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", a.admin))?;
     let status = ProxyStatus::new();
     let pages = ControlPlanePages {
-        published: watch.published.clone(),
+        published: published.clone(),
         status: Arc::clone(&status),
         rejected,
     };
     admin::serve(admin_listener, Arc::new(pages))?;
     println!(
         "palisade control plane for {td}: bundle {} version {} ({}), admin on {}, listening on {bound}",
-        a.bundle.display(),
+        source.name(),
         first.version,
         first.digest,
         a.admin
@@ -85,19 +94,70 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
             listener,
             resolver: Arc::clone(&identity.resolver),
             trust: Arc::clone(&identity.trust),
-            published: watch.published.clone(),
+            published,
             status,
+            push: source.push(&td)?,
         },
         shutdown_signal(),
     )
     .await;
-    watch.task.abort();
+    source.stop();
     if let Some(delivery) = delivery {
         delivery.abort();
     }
     drop(identity);
     result?;
     Ok(exit::OK)
+}
+
+/// Where the bundle comes from.
+enum Source {
+    /// A directory (shown as given), watched.
+    Directory(String, BundleWatch),
+    /// The Kubernetes controller's pushes.
+    Pushed(Arc<tokio::sync::Mutex<Publisher>>, watch::Receiver<Arc<Published>>),
+}
+
+impl Source {
+    /// Waiting for the controller, with only the mesh settings of `td` until then:
+    /// a proxy that connects first denies everything.
+    fn pushed(td: &str, on_event: impl FnMut(&PolicyEvent) + Send + 'static) -> anyhow::Result<Self> {
+        let td = palisade_ca::TrustDomain::new(td).map_err(|e| UsageError(format!("--trust-domain: {e}")))?;
+        let mesh = format!("trustDomain: {}\n", td.as_str());
+        let files = palisade_policy::BundleFiles::from_iter([("mesh.yaml".to_owned(), mesh)]);
+        let (files, bundle) = palisade_policy::load_canonical(&files)
+            .map_err(|d| anyhow::anyhow!("the starting bundle of {td} is invalid:\n{d}"))?;
+        let (publisher, published) = Publisher::new(Published::first(files, bundle), on_event);
+        Ok(Self::Pushed(Arc::new(tokio::sync::Mutex::new(publisher)), published))
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Self::Directory(dir, _) => dir,
+            Self::Pushed(..) => "from the Kubernetes controller",
+        }
+    }
+
+    fn published(&self) -> watch::Receiver<Arc<Published>> {
+        match self {
+            Self::Directory(_, watch) => watch.published.clone(),
+            Self::Pushed(_, published) => published.clone(),
+        }
+    }
+
+    /// The `BundleSource` service, when the controller pushes.
+    fn push(&self, td: &palisade_ca::TrustDomain) -> anyhow::Result<Option<BundleSourceServer<PushService>>> {
+        match self {
+            Self::Directory(..) => Ok(None),
+            Self::Pushed(publisher, _) => Ok(Some(push_source(Arc::clone(publisher), td)?)),
+        }
+    }
+
+    fn stop(&self) {
+        if let Self::Directory(_, watch) = self {
+            watch.task.abort();
+        }
+    }
 }
 
 /// The last edit of the bundle that was refused, for operators (the watcher logs

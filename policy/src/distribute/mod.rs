@@ -31,12 +31,20 @@
 //! with the reason. [`ProxyStatus`] keeps, per proxy, its open streams, the last
 //! version sent, acknowledged and refused, for the admin page.
 //!
+//! **Two sources.** A control plane reads its bundle from a directory
+//! ([`watch_bundle`]) or, in Kubernetes, takes it from the controller, which pushes
+//! the files it rendered from the cluster (`BundleSource.Publish`, [`push`]; only
+//! [`controller_id`] may call it). Both go through the same loader, canonical form
+//! and [`Publisher`], so equal bundles give equal versions and digests.
+//!
 //! **Fail-static lives in the proxy.** [`follow`] reconnects forever with backoff
 //! and never drops what was applied; a proxy keeps enforcing its last good
 //! snapshot while the control plane is away, and one with no snapshot yet denies
 //! everything.
 
 mod client;
+mod publisher;
+mod push;
 mod server;
 mod status;
 mod watch;
@@ -44,6 +52,8 @@ mod watch;
 use palisade_ca::{SpiffeId, SpiffeIdError, TrustDomain};
 
 pub use client::{follow, FollowError, FollowParams, FollowState, Follower};
+pub use publisher::{Offered, Publisher};
+pub use push::{push, push_source, PushError, PushParams, Pushed, Source};
 pub use server::{serve, ServeError, ServeParams};
 pub use status::{ProxyState, ProxyStatus, Refusal, StreamGuard, Version};
 pub use watch::{watch_bundle, BundleWatch, PolicyEvent, Published, WatchParams};
@@ -56,4 +66,14 @@ pub use watch::{watch_bundle, BundleWatch, PolicyEvent, Published, WatchParams};
 /// Only if the trust domain is too long to make a SPIFFE ID of.
 pub fn control_plane_id(td: &TrustDomain) -> Result<SpiffeId, SpiffeIdError> {
     SpiffeId::mesh(td, "palisade-system", "palisade-control-plane")
+}
+
+/// The SPIFFE ID of the Kubernetes controller, the only caller allowed to push
+/// bundles to a control plane: `spiffe://TD/ns/palisade-system/sa/palisade-controller`.
+///
+/// # Errors
+///
+/// Only if the trust domain is too long to make a SPIFFE ID of.
+pub fn controller_id(td: &TrustDomain) -> Result<SpiffeId, SpiffeIdError> {
+    SpiffeId::mesh(td, "palisade-system", "palisade-controller")
 }

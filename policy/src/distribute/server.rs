@@ -17,9 +17,11 @@ use palisade_ca::tls::SvidResolver;
 use palisade_ca::verify::{SvidClientVerifier, Trust};
 use palisade_ca::SpiffeId;
 
+use super::push::Source;
 use super::status::ProxyStatus;
 use super::watch::Published;
 use crate::proto::v1 as pb;
+use crate::proto::v1::bundle_source_server::BundleSourceServer;
 use crate::snapshot::{for_workload, Snapshot};
 
 /// The longest acknowledgement error kept, in bytes; longer ones are cut.
@@ -38,6 +40,9 @@ pub struct ServeParams {
     pub published: watch::Receiver<Arc<Published>>,
     /// Where each proxy's streams and answers are recorded.
     pub status: Arc<ProxyStatus>,
+    /// `BundleSource`, when the bundle comes from the Kubernetes controller
+    /// ([`super::push_source`]); `None` when it comes from a directory.
+    pub push: Option<BundleSourceServer<Source>>,
 }
 
 /// The distribution server could not start or stopped.
@@ -71,6 +76,7 @@ pub async fn serve(params: ServeParams, shutdown: impl Future<Output = ()> + Sen
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(pb::policy_distribution_server::PolicyDistributionServer::new(service))
+        .add_optional_service(params.push)
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await;
     accept.abort();

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
+
+use super::publisher::Publisher;
 use tokio::task::JoinHandle;
 
 use crate::bundle::{load_canonical, load_with_files, Bundle, BundleFiles, Digest};
@@ -31,6 +33,19 @@ pub struct Published {
     pub digest: SnapshotDigest,
     /// `files`, loaded.
     pub bundle: Bundle,
+}
+
+impl Published {
+    /// Version 1 of `files` (canonical, as [`crate::load_canonical`] gives them)
+    /// and their bundle.
+    pub fn first(files: BundleFiles, bundle: Bundle) -> Self {
+        Self {
+            version: 1,
+            digest: SnapshotDigest::of(&files),
+            files,
+            bundle,
+        }
+    }
 }
 
 /// One attempt to load the bundle directory, for the policy audit trail.
@@ -93,25 +108,13 @@ pub struct BundleWatch {
 /// should not start without a valid policy.
 pub async fn watch_bundle(
     params: WatchParams,
-    mut on_event: impl FnMut(&PolicyEvent) + Send + 'static,
+    on_event: impl FnMut(&PolicyEvent) + Send + 'static,
 ) -> Result<BundleWatch, Diagnostics> {
     let (files, bundle) = attempt(params.dir.clone()).await?;
-    let first = Published {
-        version: 1,
-        digest: SnapshotDigest::of(&files),
-        files,
-        bundle,
-    };
-    on_event(&accepted(&first));
+    let first = Published::first(files, bundle);
     tracing::info!(version = 1, digest = %first.digest, dir = %params.dir.display(), "policy bundle loaded");
-    let last = Ok(first.digest);
-    let (tx, published) = watch::channel(Arc::new(first));
-    let watcher = Watch {
-        params,
-        tx,
-        on_event: Box::new(on_event),
-        last,
-    };
+    let (publisher, published) = Publisher::new(first, on_event);
+    let watcher = Watch { params, publisher };
     let task = tokio::spawn(watcher.run());
     Ok(BundleWatch { published, task })
 }
@@ -119,11 +122,7 @@ pub async fn watch_bundle(
 /// The state of the watch task.
 struct Watch {
     params: WatchParams,
-    tx: watch::Sender<Arc<Published>>,
-    on_event: Box<dyn FnMut(&PolicyEvent) + Send>,
-    /// What the last attempt found: the digest of valid files, or the rendered
-    /// problems. An attempt finding the same is not reported again.
-    last: Result<SnapshotDigest, String>,
+    publisher: Publisher,
 }
 
 impl Watch {
@@ -135,7 +134,7 @@ impl Watch {
         poll.tick().await;
         loop {
             tokio::select! {
-                () = self.tx.closed() => return,
+                () = self.publisher.closed() => return,
                 _ = changed.recv() => {
                     tokio::time::sleep(self.params.debounce).await;
                     while changed.try_recv().is_ok() {}
@@ -178,54 +177,8 @@ impl Watch {
     /// is valid and changed.
     async fn reload(&mut self) {
         let result = attempt(self.params.dir.clone()).await;
-        let seen = match &result {
-            Ok((files, _)) => Ok(SnapshotDigest::of(files)),
-            Err(diagnostics) => Err(diagnostics.to_string()),
-        };
-        if seen == self.last {
-            return;
-        }
-        self.last = seen;
-        match result {
-            Ok((files, bundle)) => self.publish(files, bundle),
-            Err(diagnostics) => {
-                tracing::warn!(
-                    dir = %self.params.dir.display(),
-                    "the changed policy bundle is invalid; version {} stays\n{diagnostics}",
-                    self.tx.borrow().version,
-                );
-                (self.on_event)(&PolicyEvent::Rejected { diagnostics });
-            }
-        }
-    }
-
-    fn publish(&mut self, files: BundleFiles, bundle: Bundle) {
-        let current = Arc::clone(&self.tx.borrow());
-        let digest = SnapshotDigest::of(&files);
-        if digest == current.digest {
-            tracing::info!(
-                version = current.version,
-                "the policy bundle is valid again, and unchanged"
-            );
-            return;
-        }
-        let next = Published {
-            version: current.version.saturating_add(1),
-            files,
-            digest,
-            bundle,
-        };
-        tracing::info!(version = next.version, digest = %next.digest, "policy bundle published");
-        (self.on_event)(&accepted(&next));
-        self.tx.send_replace(Arc::new(next));
-    }
-}
-
-fn accepted(published: &Published) -> PolicyEvent {
-    PolicyEvent::Accepted {
-        version: published.version,
-        digest: published.digest,
-        bundle_digest: published.bundle.digest(),
+        let shown = self.params.dir.display().to_string();
+        self.publisher.offer(result, &shown);
     }
 }
 

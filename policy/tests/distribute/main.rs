@@ -12,6 +12,7 @@
 )]
 
 mod identity;
+mod push;
 mod snapshot;
 mod stream;
 mod support;

@@ -125,6 +125,7 @@ impl ControlPlane {
             trust: ca.trust(),
             published: watch.published.clone(),
             status: Arc::clone(&status),
+            push: None,
         };
         tokio::spawn(serve(params, async move {
             let _ = stopped.await;
@@ -193,7 +194,12 @@ impl Proxy {
 
     /// A proxy of `ca` with an SVID for `proxy_id` that loads every snapshot.
     pub fn of(ca: &Ca, control_plane: &ControlPlane, proxy_id: &str) -> Self {
-        Self::follow(&control_plane.addr, ca.trust(), ca.svid(proxy_id), |snapshot| {
+        Self::of_addr(ca, &control_plane.addr, proxy_id)
+    }
+
+    /// As [`Proxy::of`], for the control plane at `addr`.
+    pub fn of_addr(ca: &Ca, addr: &str, proxy_id: &str) -> Self {
+        Self::follow(addr, ca.trust(), ca.svid(proxy_id), |snapshot| {
             snapshot.load().map(drop).map_err(|e| e.to_string())
         })
     }
