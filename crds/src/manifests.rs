@@ -51,9 +51,23 @@ pub fn render() -> Result<Vec<(String, String)>, ManifestError> {
         .collect()
 }
 
-/// Writes every manifest into `dir`; the paths written.
+/// [`render`] and a `kustomization.yaml` listing the CRD files, so that
+/// `deploy/kubernetes` (and anyone's kustomization) can use the directory as a base.
+pub fn render_dir() -> Result<Vec<(String, String)>, ManifestError> {
+    let mut files = render()?;
+    let mut kustomization =
+        format!("{HEADER}apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    for (name, _) in &files {
+        kustomization.push_str(&format!("- {name}\n"));
+    }
+    files.push(("kustomization.yaml".to_owned(), kustomization));
+    Ok(files)
+}
+
+/// Writes every manifest and the `kustomization.yaml` into `dir`; the paths
+/// written.
 pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    render()?
+    render_dir()?
         .into_iter()
         .map(|(name, text)| {
             let path = dir.join(name);
@@ -69,7 +83,7 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 /// The manifests in `dir` that are missing or differ from what the types
 /// generate, by file name.
 pub fn stale(dir: &Path) -> Result<Vec<String>, ManifestError> {
-    Ok(render()?
+    Ok(render_dir()?
         .into_iter()
         .filter(|(name, text)| std::fs::read_to_string(dir.join(name)).ok().as_deref() != Some(text.as_str()))
         .map(|(name, _)| name)
@@ -95,7 +109,7 @@ mod tests {
 
     #[test]
     fn no_other_file_lies_in_the_manifests_directory() {
-        let expected: Vec<String> = render().unwrap().into_iter().map(|(name, _)| name).collect();
+        let expected: Vec<String> = render_dir().unwrap().into_iter().map(|(name, _)| name).collect();
         for entry in std::fs::read_dir(committed()).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             assert!(
