@@ -4,10 +4,18 @@
 //! - [`resources`]: the CustomResources of group `palisade.dev` (`CedarPolicy`,
 //!   `EgressAllowlist`, `MeshConfig`, `CertificateRevocation`) and their status.
 //! - [`manifests`]: the CRD manifests generated from those types.
+//! - [`source`]: cluster state → bundle files, the controller's pure core: the
+//!   same loader as a bundle directory, a verdict per resource.
+//! - [`export`]: a bundle → the equivalent Kubernetes objects (`palisade policy
+//!   export --format crds`), the inverse of [`source`].
+//! - [`labels`]: the labels and annotations Palisade reads on Kubernetes objects.
 //!
 //! Without Kubernetes everything works from a bundle directory; the controller
 //! turns cluster state into the same bundle files and runs them through the same
 //! loader, so a policy means the same thing whichever source it came from.
 
+pub mod export;
+pub mod labels;
 pub mod manifests;
 pub mod resources;
+pub mod source;

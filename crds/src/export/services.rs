@@ -1,0 +1,153 @@
+//! `services.yaml` entries → Services selecting the pods of the one workload
+//! that serves each, with its hosts in the `palisade.dev/hosts` annotation; and
+//! each workload's sidecar port, from its services' endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use palisade_ca::SpiffeId;
+use palisade_policy::registry::ServiceEntry;
+
+use super::workloads::check_labels;
+use super::ExportError;
+use crate::labels::{is_palisade, HOSTS_ANNOTATION, WORKLOAD_LABEL};
+
+/// The Services, and the inbound port of each workload (SPIFFE ID) whose
+/// services list endpoints.
+#[derive(Debug, Default)]
+pub(super) struct Served {
+    pub(super) services: Vec<Service>,
+    pub(super) inbound_ports: BTreeMap<String, u16>,
+}
+
+/// A Service per entry, in entry order.
+pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> {
+    let mut served = Served::default();
+    let mut ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for entry in entries {
+        let (id, service_account) = server(entry)?;
+        let what = format!("service `{}/{}`", entry.namespace, entry.name);
+        check_labels(&what, &entry.labels, is_palisade)?;
+        served.services.push(service(entry, &service_account));
+        let endpoint_ports = entry
+            .endpoints
+            .iter()
+            .filter_map(|e| e.rsplit_once(':')?.1.parse::<u16>().ok());
+        ports.entry(id).or_default().extend(endpoint_ports);
+    }
+    for (id, ports) in ports {
+        let mut iter = ports.iter();
+        match (iter.next(), iter.next()) {
+            (Some(port), None) => {
+                served.inbound_ports.insert(id, *port);
+            }
+            (Some(_), Some(_)) => {
+                let list: Vec<String> = ports.iter().map(|p| format!("`{p}`")).collect();
+                return Err(ExportError::InboundPorts {
+                    workload: id,
+                    ports: list.join(", "),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(served)
+}
+
+/// The one identity serving the entry, of its namespace: (SPIFFE ID, service account).
+fn server(entry: &ServiceEntry) -> Result<(String, String), ExportError> {
+    let ids: BTreeSet<&String> = entry.served_by.iter().collect();
+    let error = |found: String| ExportError::ServedBy {
+        service: format!("{}/{}", entry.namespace, entry.name),
+        found,
+        namespace: entry.namespace.clone(),
+    };
+    let mut iter = ids.iter();
+    let (Some(raw), None) = (iter.next(), iter.next()) else {
+        let list: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+        return Err(error(format!("{} workloads ({})", ids.len(), list.join(", "))));
+    };
+    let id = SpiffeId::parse(raw).map_err(|_| error(format!("`{raw}`")))?;
+    match (id.namespace(), id.service_account()) {
+        (Some(namespace), Some(account)) if namespace == entry.namespace => Ok(((*raw).clone(), account.to_owned())),
+        _ => Err(error(format!("`{raw}` of another namespace"))),
+    }
+}
+
+fn service(entry: &ServiceEntry, service_account: &str) -> Service {
+    let ports = (entry.ports.iter())
+        .filter_map(|port| i32::try_from(*port).ok())
+        .map(|port| ServicePort {
+            name: (entry.ports.len() > 1).then(|| format!("port-{port}")),
+            port,
+            ..ServicePort::default()
+        })
+        .collect();
+    Service {
+        metadata: ObjectMeta {
+            name: Some(entry.name.clone()),
+            namespace: Some(entry.namespace.clone()),
+            labels: (!entry.labels.is_empty()).then(|| entry.labels.clone()),
+            annotations: Some([(HOSTS_ANNOTATION.to_owned(), entry.hosts.join(","))].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some([(WORKLOAD_LABEL.to_owned(), service_account.to_owned())].into()),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(served_by: &[&str], endpoints: &[&str]) -> ServiceEntry {
+        ServiceEntry {
+            namespace: "payments".into(),
+            name: "payments".into(),
+            hosts: vec!["payments.shop".into(), "payments.payments.svc".into()],
+            ports: vec![8080],
+            labels: [("pci".to_owned(), "true".to_owned())].into(),
+            served_by: served_by.iter().map(|s| (*s).to_owned()).collect(),
+            endpoints: endpoints.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    const PAYMENTS: &str = "spiffe://td/ns/payments/sa/payments";
+
+    #[test]
+    fn a_service_selects_its_workload_and_carries_its_hosts() {
+        let served = services(&[entry(&[PAYMENTS], &["127.0.0.1:15004", "[::1]:15004"])]).unwrap();
+        let service = &served.services[0];
+        let annotations = service.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[HOSTS_ANNOTATION], "payments.shop,payments.payments.svc");
+        let spec = service.spec.as_ref().unwrap();
+        assert_eq!(spec.selector.as_ref().unwrap()[WORKLOAD_LABEL], "payments");
+        assert_eq!(spec.ports.as_ref().unwrap()[0].port, 8080);
+        assert_eq!(served.inbound_ports[PAYMENTS], 15004);
+    }
+
+    #[test]
+    fn a_service_must_have_one_server_of_its_namespace() {
+        for served_by in [
+            &[PAYMENTS, "spiffe://td/ns/payments/sa/other"][..],
+            &["spiffe://td/ns/web/sa/payments"][..],
+        ] {
+            let error = services(&[entry(served_by, &[])]).unwrap_err().to_string();
+            assert!(
+                error.contains("give it exactly one `servedBy` of namespace `payments`"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_sidecar_has_one_inbound_port() {
+        let error = services(&[entry(&[PAYMENTS], &["127.0.0.1:1", "127.0.0.1:2"])]).unwrap_err();
+        assert!(error.to_string().contains("ports `1`, `2`"), "{error}");
+    }
+}

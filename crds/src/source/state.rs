@@ -1,0 +1,41 @@
+//! What [`build`](super::build) reads: the cluster's objects, and its options.
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::resources::{CedarPolicy, EgressAllowlist, MeshConfig};
+
+/// The objects of a cluster a bundle is made from, as the controller's watches
+/// see them (in any order: the bundle does not depend on it).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    /// The `MeshConfig` named `default`; `None` when there is none.
+    pub mesh: Option<MeshConfig>,
+    /// Every `CedarPolicy`.
+    pub policies: Vec<CedarPolicy>,
+    /// Every `EgressAllowlist`.
+    pub allowlists: Vec<EgressAllowlist>,
+    /// Every Service.
+    pub services: Vec<Service>,
+    /// Every EndpointSlice.
+    pub slices: Vec<EndpointSlice>,
+    /// Every Pod.
+    pub pods: Vec<Pod>,
+}
+
+/// How cluster objects become bundle files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// The cluster's DNS domain: a Service answers to `NAME.NS.svc` and
+    /// `NAME.NS.svc.CLUSTER_DOMAIN` unless it lists its hosts. Default
+    /// `cluster.local`.
+    pub cluster_domain: String,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".to_owned(),
+        }
+    }
+}

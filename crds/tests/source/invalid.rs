@@ -1,0 +1,174 @@
+//! What is invalid is left out, never half-applied: a namespace with an invalid
+//! policy keeps its last valid set (or none), an invalid allowlist is dropped,
+//! and a build with nothing to blame fails instead of publishing.
+
+use palisade_crds::source::{build, BuildError, Kind, LastValid, Outcome, SourceOptions};
+
+use crate::support::{build_ok, outcome, policy_ids, policy_mut, shop_cluster, BROKEN};
+
+#[test]
+fn an_invalid_policy_holds_its_namespace_on_its_last_valid_set_while_others_update() {
+    let mut state = shop_cluster();
+    let first = build_ok(&state, &LastValid::new());
+
+    policy_mut(&mut state, "payments", "pci").spec.policy = BROKEN.into();
+    let extra = "@id(\"web-frontend-reads-reviews\")\npermit (\n  principal in Namespace::\"web\",\n  action == Action::\"GET\",\n  resource in Namespace::\"reviews\"\n);\n";
+    policy_mut(&mut state, "web", "frontend-egress")
+        .spec
+        .policy
+        .push_str(extra);
+    let second = build_ok(&state, &first.last_valid);
+
+    let payments = policy_ids(&second, "payments");
+    assert!(
+        payments.contains(&"payments-forbid-non-pci".to_owned()),
+        "the forbid still holds: {payments:?}"
+    );
+    assert_eq!(payments, policy_ids(&first, "payments"), "never a partial set");
+    assert!(
+        policy_ids(&second, "web").contains(&"web-frontend-reads-reviews".to_owned()),
+        "web updated"
+    );
+    assert!(matches!(
+        outcome(&second, Kind::CedarPolicy, "payments", "pci"),
+        Outcome::Invalid { .. }
+    ));
+    assert_eq!(
+        outcome(&second, Kind::CedarPolicy, "web", "frontend-egress"),
+        &Outcome::Accepted
+    );
+    assert_eq!(second.last_valid.files("payments"), first.last_valid.files("payments"));
+    assert_ne!(second.last_valid.files("web"), first.last_valid.files("web"));
+}
+
+#[test]
+fn the_other_policies_of_a_held_namespace_say_why_they_are_not_in_effect() {
+    let mut state = shop_cluster();
+    let first = build_ok(&state, &LastValid::new());
+    policy_mut(&mut state, "reviews", "reviews-egress").spec.policy = BROKEN.replace("payments-broken", "r");
+    let second = build_ok(&state, &first.last_valid);
+    let Outcome::Held { message } = outcome(&second, Kind::CedarPolicy, "reviews", "reviews-ingress") else {
+        panic!("{:?}", second.verdicts);
+    };
+    assert!(
+        message.contains("keeps its last valid policy set because CedarPolicy `reviews/reviews-egress` is invalid"),
+        "{message}"
+    );
+    assert!(outcome(&second, Kind::CedarPolicy, "reviews", "reviews-ingress").is_valid());
+}
+
+#[test]
+fn an_invalid_policy_with_no_last_valid_set_leaves_its_namespace_without_policies() {
+    let mut state = shop_cluster();
+    policy_mut(&mut state, "payments", "pci").spec.policy = BROKEN.into();
+    let built = build_ok(&state, &LastValid::new());
+    assert_eq!(
+        policy_ids(&built, "payments"),
+        Vec::<String>::new(),
+        "no policy: every call denied"
+    );
+    assert!(!policy_ids(&built, "web").is_empty(), "other namespaces load as usual");
+    assert_eq!(built.last_valid.files("payments"), None);
+}
+
+#[test]
+fn the_invalid_message_is_the_validators_pointing_into_the_resource() {
+    let mut state = shop_cluster();
+    policy_mut(&mut state, "payments", "pci").spec.policy = BROKEN.into();
+    let built = build_ok(&state, &LastValid::new());
+    let Outcome::Invalid { message } = outcome(&built, Kind::CedarPolicy, "payments", "pci") else {
+        panic!("{:?}", built.verdicts);
+    };
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(
+        message.contains("--> CedarPolicy payments/pci spec.policy:5:"),
+        "{message}"
+    );
+    assert!(message.contains("5 |   action == Action::\"FETCH\","), "{message}");
+    assert!(!message.contains("policies/payments"), "no bundle path: {message}");
+}
+
+#[test]
+fn a_held_namespace_whose_last_valid_set_no_longer_loads_has_no_policies() {
+    let mut state = shop_cluster();
+    let first = build_ok(&state, &LastValid::new());
+    policy_mut(&mut state, "reviews", "reviews-egress").spec.policy = BROKEN.replace("payments-broken", "r");
+    // checkout (before reviews in path order) now takes the @id of reviews' last valid forbid
+    let text = "@id(\"reviews-never-calls-payments\")\nforbid (\n  principal in Namespace::\"checkout\",\n  action,\n  resource in Namespace::\"reviews\"\n);\n";
+    policy_mut(&mut state, "checkout", "checkout-egress")
+        .spec
+        .policy
+        .push_str(text);
+    let built = build_ok(&state, &first.last_valid);
+    assert_eq!(policy_ids(&built, "reviews"), Vec::<String>::new());
+    let Outcome::Held { message } = outcome(&built, Kind::CedarPolicy, "reviews", "reviews-ingress") else {
+        panic!("{:?}", built.verdicts);
+    };
+    assert!(message.contains("no longer loads"), "{message}");
+    assert_eq!(
+        built.last_valid.files("reviews"),
+        first.last_valid.files("reviews"),
+        "kept for later"
+    );
+}
+
+#[test]
+fn an_invalid_allowlist_is_left_out() {
+    let mut state = shop_cluster();
+    let mut taken = state.allowlists[0].clone();
+    taken.metadata.name = Some("takes-a-mesh-host".into());
+    taken.spec.hosts = vec!["payments.shop".into()];
+    state.allowlists.push(taken);
+    let built = build_ok(&state, &LastValid::new());
+    let Outcome::Invalid { message } = outcome(&built, Kind::EgressAllowlist, "checkout", "takes-a-mesh-host") else {
+        panic!("{:?}", built.verdicts);
+    };
+    assert!(
+        message.contains("host `payments.shop` already belongs to service `payments/payments`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("EgressAllowlist checkout/takes-a-mesh-host host `payments.shop`"),
+        "{message}"
+    );
+    assert_eq!(built.bundle.egress().rules().len(), 1, "only api.stripe.com");
+    assert_eq!(
+        outcome(&built, Kind::EgressAllowlist, "checkout", "api.stripe.com"),
+        &Outcome::Accepted
+    );
+}
+
+#[test]
+fn without_a_mesh_config_nothing_is_built() {
+    let mut state = shop_cluster();
+    state.mesh = None;
+    let error = build(&state, &LastValid::new(), &SourceOptions::default()).unwrap_err();
+    assert!(matches!(error, BuildError::NoMeshConfig), "{error}");
+}
+
+#[test]
+fn an_invalid_mesh_config_is_an_error_naming_the_field() {
+    let mut state = shop_cluster();
+    state.mesh.as_mut().unwrap().spec.leaf_ttl = Some("25h".into());
+    let error = build(&state, &LastValid::new(), &SourceOptions::default()).unwrap_err();
+    let BuildError::InvalidMeshConfig { message } = &error else {
+        panic!("{error}");
+    };
+    assert!(message.contains("`25h` is not a certificate lifetime"), "{message}");
+    assert!(message.ends_with("(`spec.leafTtl`)"), "{message}");
+}
+
+#[test]
+fn diagnostics_no_resource_explains_fail_the_build_instead_of_looping() {
+    let mut state = shop_cluster();
+    // not a namespace Kubernetes allows: the layout check names the directory, no resource
+    policy_mut(&mut state, "web", "frontend-egress").metadata.namespace = Some("Not_A_Namespace".into());
+    let error = build(&state, &LastValid::new(), &SourceOptions::default()).unwrap_err();
+    let BuildError::Invalid(diagnostics) = &error else {
+        panic!("{error}");
+    };
+    assert!(
+        diagnostics.to_string().contains("invalid namespace `Not_A_Namespace`"),
+        "{error}"
+    );
+}
