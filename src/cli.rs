@@ -420,6 +420,42 @@ pub enum PolicyCommand {
     /// For every workload × service × method: edges both sides allow, egress-only
     /// mismatches (the caller may call, the callee refuses) and ingress-only grants.
     Analyze(PolicyAnalyze),
+    /// Turn a bundle directory into the equivalent Kubernetes resources (one multi-document
+    /// YAML on stdout, for `kubectl apply -f -`).
+    ///
+    /// Namespaces, the MeshConfig, one CedarPolicy per policy file (named by its stem;
+    /// NAME.dry-run.cedar gives mode dry-run), one EgressAllowlist per egress entry, and
+    /// per identity a ServiceAccount and a Deployment running the app beside the sidecar
+    /// (which bootstraps with its ServiceAccount token); per service a Service whose
+    /// `palisade.dev/hosts` annotation keeps its hosts. Applied to a cluster, they give the
+    /// controller the same bundle, with the same digest. What has no Kubernetes form (a
+    /// policy file name that is not a Kubernetes name, an egress entry across namespaces)
+    /// is an error naming what to change.
+    Export(PolicyExport),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExport {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// What to export to; `crds` is the only format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Crds)]
+    pub format: ExportFormat,
+    /// The image of the Palisade containers in the Deployments.
+    #[arg(long, default_value = "ghcr.io/palisade-mesh/palisade:0.1.0")]
+    pub image: String,
+    /// The CA's address as sidecars in the cluster reach it.
+    #[arg(long, default_value = "palisade-ca.palisade-system.svc:8443")]
+    pub ca: String,
+    /// The control plane's address as sidecars in the cluster reach it.
+    #[arg(long, default_value = "palisade-control-plane.palisade-system.svc:15010")]
+    pub control_plane: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Kubernetes resources: the palisade.dev CRDs, Services and Deployments.
+    Crds,
 }
 
 #[derive(Debug, Args)]

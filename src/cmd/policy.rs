@@ -24,6 +24,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<u8> {
         PolicyCommand::Explain(a) => explain_cmd(&a),
         PolicyCommand::Test(a) => test(&a),
         PolicyCommand::Analyze(a) => analyze_cmd(&a),
+        PolicyCommand::Export(a) => export(&a),
     }
 }
 
@@ -45,6 +46,27 @@ fn engine(bundle: &Bundle) -> anyhow::Result<Engine> {
 
 fn now() -> i64 {
     unix_seconds(SystemTime::now())
+}
+
+fn export(a: &cli::PolicyExport) -> anyhow::Result<u8> {
+    let cli::ExportFormat::Crds = a.format;
+    let (files, bundle) = match palisade_policy::load_with_files(&a.dir) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            eprintln!("bundle `{}` is invalid: nothing was exported", a.dir.display());
+            return Ok(exit::FAILED);
+        }
+    };
+    let options = palisade_crds::export::ExportOptions {
+        image: a.image.clone(),
+        ca: a.ca.clone(),
+        control_plane: a.control_plane.clone(),
+    };
+    let exported = palisade_crds::export::export(&files, &bundle, &options)
+        .with_context(|| format!("bundle `{}` cannot be exported", a.dir.display()))?;
+    print!("{}", palisade_crds::export::render_yaml(&exported)?);
+    Ok(exit::OK)
 }
 
 fn validate(a: &cli::PolicyDir) -> anyhow::Result<u8> {
