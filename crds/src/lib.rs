@@ -9,6 +9,8 @@
 //! - [`export`]: a bundle → the equivalent Kubernetes objects (`palisade policy
 //!   export --format crds`), the inverse of [`source`].
 //! - [`labels`]: the labels and annotations Palisade reads on Kubernetes objects.
+//! - [`webhook`]: the validating admission webhook that refuses an invalid
+//!   `CedarPolicy` at `kubectl apply`, with the CLI's message.
 //!
 //! Without Kubernetes everything works from a bundle directory; the controller
 //! turns cluster state into the same bundle files and runs them through the same
@@ -19,3 +21,4 @@ pub mod labels;
 pub mod manifests;
 pub mod resources;
 pub mod source;
+pub mod webhook;
