@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use palisade_policy::bundle::DRY_RUN_SUFFIX;
 use palisade_policy::{BundleFiles, Diagnostic, Diagnostics, Problem};
 
 use super::review::{CODE_INVALID, CODE_MALFORMED};
 use super::ReviewContext;
 use crate::resources::cedar_policy::MAX_POLICY_BYTES;
 use crate::resources::{CedarPolicySpec, PolicyDirection, PolicyMode};
+use crate::source::policy_file;
 
 /// The longest refusal message, in bytes. The API server passes the message on
 /// to `kubectl` and into its audit log; this keeps a long list of problems
@@ -104,19 +104,6 @@ fn judge(policy: &Named, path: &str, mut files: Arc<BundleFiles>, found: Diagnos
             message: message(policy, &ours.into()),
         },
     }
-}
-
-/// The path of a `CedarPolicy`'s text in the bundle the controller builds:
-/// `policies/NS/DIRECTION/NAME.cedar`, or `NAME.dry-run.cedar` in mode `dry-run`.
-///
-/// The same rule as `crds::source::policy_file`, which was not in this tree when
-/// the webhook was written; the lead replaces this with a call to it.
-fn policy_file(namespace: &str, spec: &CedarPolicySpec, name: &str) -> String {
-    let suffix = match spec.mode {
-        PolicyMode::Enforce => ".cedar",
-        PolicyMode::DryRun => DRY_RUN_SUFFIX,
-    };
-    format!("policies/{namespace}/{}/{name}{suffix}", spec.direction.as_str())
 }
 
 /// The current bundle without any version of this resource's file (its
