@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use palisade_policy::bundle::DRY_RUN_SUFFIX;
-use palisade_policy::{Diagnostic, Diagnostics};
+use palisade_policy::{Diagnostic, Diagnostics, Problem};
 
 use super::build::{PolicyOwner, Round};
 use super::policies::resource_ref;
@@ -85,7 +86,9 @@ impl Blame {
         let mut demote = BTreeSet::new();
         for diagnostic in diagnostics {
             let line = diagnostic.location().map(|l| l.line);
-            match diagnostic.file() {
+            let newcomer = newcomer(diagnostic, round, state, &refs);
+            let file = newcomer.as_ref().map(|(path, _)| path.as_str()).or(diagnostic.file());
+            match file {
                 Some("mesh.yaml") => {
                     let message = mesh_message(diagnostic);
                     return Err(BuildError::InvalidMeshConfig { message });
@@ -108,7 +111,10 @@ impl Blame {
                 }
                 Some(path) => match round.policies.get(path) {
                     Some(PolicyOwner::Current(index)) => {
-                        let message = rewrite(diagnostic, &refs);
+                        let message = match &newcomer {
+                            Some((_, message)) => message.clone(),
+                            None => rewrite(diagnostic, &refs),
+                        };
                         self.invalid_policies.entry(*index).or_default().push(message);
                         let policy = state.policies.get(*index);
                         demote.insert(policy.and_then(|p| p.metadata.namespace.clone()).unwrap_or_default());
@@ -160,6 +166,54 @@ impl Blame {
             + self.invalid_allowlists.len()
             + standings.sum::<usize>()
     }
+}
+
+/// For an `@id` used twice, the loader blames the file it read second, in path
+/// order. That would let a namespace that sorts first take an `@id` away from
+/// another and hold it on its last valid set. The newcomer is blamed instead: a
+/// current policy rather than a last valid set, the younger of two current
+/// CedarPolicies (by creation time, then namespace and name). `Some` (its path and
+/// message) only when that is the file read first.
+fn newcomer(
+    diagnostic: &Diagnostic,
+    round: &Round,
+    state: &ClusterState,
+    refs: &[(String, String)],
+) -> Option<(String, String)> {
+    let Problem::DuplicateId { id, first } = diagnostic.problem() else {
+        return None;
+    };
+    let (first_path, second_path) = (first.0.file.as_ref(), diagnostic.file()?);
+    let first_is_newcomer = match (round.policies.get(first_path)?, round.policies.get(second_path)?) {
+        (PolicyOwner::Current(a), PolicyOwner::Current(b)) => age(state, *a) > age(state, *b),
+        (PolicyOwner::Current(_), PolicyOwner::Held(_)) => true,
+        (PolicyOwner::Held(_), _) => false,
+    };
+    if !first_is_newcomer {
+        return None;
+    }
+    let named = |path: &str| {
+        let found = refs.iter().find(|(p, _)| p == path);
+        found.map_or_else(|| path.to_owned(), |(_, reference)| reference.clone())
+    };
+    let (location, older) = (&first.0, named(second_path));
+    let message = format!(
+        "error: policy id `{id}` is already used by {older}, which is older; give every policy its own `@id`\n --> {}:{}:{}",
+        named(first_path),
+        location.line,
+        location.column
+    );
+    Some((first_path.to_owned(), message))
+}
+
+/// When a CedarPolicy came: its creation time, then namespace and name (a later
+/// tuple is younger).
+fn age(state: &ClusterState, index: usize) -> (Option<&Time>, &str, &str) {
+    let meta = state.policies.get(index).map(|p| &p.metadata);
+    let created = meta.and_then(|m| m.creation_timestamp.as_ref());
+    let namespace = meta.and_then(|m| m.namespace.as_deref()).unwrap_or_default();
+    let name = meta.and_then(|m| m.name.as_deref()).unwrap_or_default();
+    (created, namespace, name)
 }
 
 /// The problem, and the `spec` field its line renders (`leafTtl: 25h` →

@@ -92,6 +92,29 @@ fn the_invalid_message_is_the_validators_pointing_into_the_resource() {
 fn a_held_namespace_whose_last_valid_set_no_longer_loads_has_no_policies() {
     let mut state = shop_cluster();
     let first = build_ok(&state, &LastValid::new());
+    policy_mut(&mut state, "web", "frontend-ingress").spec.policy = BROKEN.replace("payments-broken", "w");
+    // web's last valid egress policies name workloads of shop.example
+    state.mesh.as_mut().unwrap().spec.trust_domain = "other.example".into();
+    let built = build_ok(&state, &first.last_valid);
+    assert_eq!(policy_ids(&built, "web"), Vec::<String>::new());
+    let Outcome::Invalid { message } = outcome(&built, Kind::CedarPolicy, "web", "frontend-egress") else {
+        panic!("{:?}", built.verdicts);
+    };
+    assert!(
+        message.contains("outside the trust domain `other.example`"),
+        "{message}"
+    );
+    assert_eq!(
+        built.last_valid.files("web"),
+        first.last_valid.files("web"),
+        "kept for later"
+    );
+}
+
+#[test]
+fn a_current_policy_cannot_take_the_policy_id_of_a_held_namespace() {
+    let mut state = shop_cluster();
+    let first = build_ok(&state, &LastValid::new());
     policy_mut(&mut state, "reviews", "reviews-egress").spec.policy = BROKEN.replace("payments-broken", "r");
     // checkout (before reviews in path order) now takes the @id of reviews' last valid forbid
     let text = "@id(\"reviews-never-calls-payments\")\nforbid (\n  principal in Namespace::\"checkout\",\n  action,\n  resource in Namespace::\"reviews\"\n);\n";
@@ -100,16 +123,15 @@ fn a_held_namespace_whose_last_valid_set_no_longer_loads_has_no_policies() {
         .policy
         .push_str(text);
     let built = build_ok(&state, &first.last_valid);
-    assert_eq!(policy_ids(&built, "reviews"), Vec::<String>::new());
-    let Outcome::Held { message } = outcome(&built, Kind::CedarPolicy, "reviews", "reviews-ingress") else {
+    assert_eq!(
+        policy_ids(&built, "reviews"),
+        policy_ids(&first, "reviews"),
+        "reviews keeps its last valid set, the forbid included"
+    );
+    let Outcome::Invalid { message } = outcome(&built, Kind::CedarPolicy, "checkout", "checkout-egress") else {
         panic!("{:?}", built.verdicts);
     };
-    assert!(message.contains("no longer loads"), "{message}");
-    assert_eq!(
-        built.last_valid.files("reviews"),
-        first.last_valid.files("reviews"),
-        "kept for later"
-    );
+    assert!(message.contains("already used by CedarPolicy reviews/"), "{message}");
 }
 
 #[test]
@@ -170,5 +192,52 @@ fn diagnostics_no_resource_explains_fail_the_build_instead_of_looping() {
     assert!(
         diagnostics.to_string().contains("invalid namespace `Not_A_Namespace`"),
         "{error}"
+    );
+}
+
+#[test]
+fn a_namespace_cannot_take_another_namespaces_policy_id_away() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use palisade_crds::resources::{CedarPolicy, CedarPolicySpec, PolicyDirection, PolicyMode};
+
+    let at = |s: &str| Some(Time(s.parse().unwrap()));
+    let mut state = shop_cluster();
+    for policy in &mut state.policies {
+        policy.metadata.creation_timestamp = at("2026-01-01T00:00:00Z");
+    }
+    let first = build_ok(&state, &LastValid::new());
+    // `checkout` sorts before `payments`: the loader reads this file first.
+    let mut squatter = CedarPolicy::new(
+        "aaa",
+        CedarPolicySpec {
+            direction: PolicyDirection::Ingress,
+            mode: PolicyMode::Enforce,
+            policy: "@id(\"payments-forbid-non-pci\")\npermit (principal, action == Action::\"GET\", resource in Namespace::\"checkout\");\n".into(),
+        },
+    );
+    squatter.metadata.namespace = Some("checkout".into());
+    squatter.metadata.creation_timestamp = at("2026-06-01T00:00:00Z");
+    state.policies.push(squatter);
+
+    let second = build_ok(&state, &first.last_valid);
+    assert_eq!(
+        policy_ids(&second, "payments"),
+        policy_ids(&first, "payments"),
+        "payments keeps its policies, its forbid included"
+    );
+    assert_eq!(
+        outcome(&second, Kind::CedarPolicy, "payments", "pci"),
+        &Outcome::Accepted
+    );
+    let Outcome::Invalid { message } = outcome(&second, Kind::CedarPolicy, "checkout", "aaa") else {
+        panic!("{:?}", second.verdicts);
+    };
+    assert!(
+        message.contains("already used by CedarPolicy payments/pci"),
+        "{message}"
+    );
+    assert!(
+        message.contains("CedarPolicy checkout/aaa spec.policy:1:1"),
+        "{message}"
     );
 }
