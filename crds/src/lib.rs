@@ -5,3 +5,5 @@
 //! policy bundles and writes status conditions back.
 //!
 //! Nothing is built here yet: see the Kubernetes issue.
+
+pub mod tokenreview;
