@@ -281,8 +281,10 @@ pub struct ControlPlaneStatus {
 pub enum ProxyCommand {
     /// Run a sidecar beside one workload.
     ///
-    /// Settings come from --config (YAML, camelCase keys: id, joinToken, svidCert, svidKey,
-    /// trustBundle, ca, controlPlane, inbound, app, appProtocol, outbound, admin, svidTtl);
+    /// Settings come from --config (YAML, camelCase keys: id, joinToken,
+    /// serviceAccountTokenFile, svidCert, svidKey, trustBundle, ca, controlPlane, inbound,
+    /// app, appProtocol, outbound, admin, svidTtl, resolve, audit, auditStrict, auditSpool,
+    /// auditSpoolMaxBytes);
     /// each flag below overrides its key. The app sends plain HTTP to --outbound (as a
     /// proxy, `http://SERVICE-HOST/path`, or with the service's Host); other sidecars
     /// reach this one on --inbound over mTLS; allowed requests reach the app at --app.
@@ -301,6 +303,11 @@ pub struct ProxyRun {
     /// A join token for the first SVID (from `palisade ca token create`).
     #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// In Kubernetes, instead of a join token: the pod's projected ServiceAccount token
+    /// (audience palisade-ca), e.g. /var/run/secrets/palisade/token. Read again at every
+    /// attempt, as the kubelet rotates it; the CA must run with --kubernetes-attestation.
+    #[arg(long)]
+    pub service_account_token_file: Option<PathBuf>,
     /// An existing SVID chain (PEM) instead of a join token; renewed through the CA.
     #[arg(long, requires = "svid_key")]
     pub svid_cert: Option<PathBuf>,
@@ -375,6 +382,9 @@ pub enum CaCommand {
     /// Run the CA's gRPC API over TLS (the CA presents its own SVID).
     ///
     /// Writes the address it listens on to DIR/ca.addr so the CLI's admin calls find it.
+    /// A workload's first SVID is attested by a join token or, with
+    /// --kubernetes-attestation, by its pod's ServiceAccount token; a renewal by the
+    /// current SVID.
     Serve(CaServe),
     /// Join tokens: single-use credentials that bootstrap a workload's first SVID.
     #[command(subcommand)]
@@ -576,6 +586,24 @@ pub struct CaServe {
     /// Lifetime of an SVID when the workload asks for none (at most 24h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub default_ttl: Duration,
+    /// Also accept Kubernetes ServiceAccount tokens for first SVIDs: each is reviewed
+    /// with the API server (TokenReview), and the token of system:serviceaccount:NS:SA
+    /// gets only spiffe://TD/ns/NS/sa/SA. The CA's own identity towards the API server
+    /// needs `create` on `tokenreviews` (authentication.k8s.io).
+    #[arg(long)]
+    pub kubernetes_attestation: bool,
+    /// The kubeconfig to reach the API server with [default: the in-cluster config of
+    /// the CA's pod].
+    #[arg(long, requires = "kubernetes_attestation")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The audience a ServiceAccount token must be projected for.
+    #[arg(
+        long,
+        default_value = "palisade-ca",
+        requires = "kubernetes_attestation",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub token_audience: String,
     #[command(flatten)]
     pub audit: AuditClient,
 }

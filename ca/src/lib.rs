@@ -7,7 +7,8 @@
 //!   `../shared/SECURITY.md` §3, and rustls verifiers built on it (secure naming on
 //!   the client side); [`tls`] builds TLS 1.3-only configs with swappable SVIDs.
 //! - **The CA** — [`issuer`] signs leaves only for the attested identity from a
-//!   CSR; [`attest`] holds the join tokens; [`revocation`] the signed lists and the
+//!   CSR; [`attest`] decides who a caller is (join tokens, Kubernetes
+//!   ServiceAccount tokens); [`revocation`] the signed lists and the
 //!   X.509 CRL; [`store`] the durable state; [`dir`] the CA directory; [`service`]
 //!   the gRPC server (`palisade ca serve`).
 //! - **The client** — [`client`]: CSR-based issuance and renewal (the key never

@@ -9,6 +9,7 @@
 //! - [`export`]: a bundle → the equivalent Kubernetes objects (`palisade policy
 //!   export --format crds`), the inverse of [`source`].
 //! - [`labels`]: the labels and annotations Palisade reads on Kubernetes objects.
+//! - [`tokenreview`]: the CA's TokenReview client, for ServiceAccount attestation.
 //! - [`webhook`]: the validating admission webhook that refuses an invalid
 //!   `CedarPolicy` at `kubectl apply`, with the CLI's message.
 //!
@@ -21,4 +22,5 @@ pub mod labels;
 pub mod manifests;
 pub mod resources;
 pub mod source;
+pub mod tokenreview;
 pub mod webhook;

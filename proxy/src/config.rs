@@ -4,7 +4,11 @@
 //!
 //! ```yaml
 //! id: spiffe://shop.example/ns/web/sa/frontend   # the workload's SPIFFE ID
-//! joinToken: 3f…                                   # first SVID (or svidCert + svidKey)
+//! joinToken: 3f…                                   # first SVID (or serviceAccountTokenFile,
+//!                                                  #  or svidCert + svidKey)
+//! # serviceAccountTokenFile: /var/run/secrets/palisade/token  # in Kubernetes: a projected
+//! #                                                  #  token (audience palisade-ca), re-read
+//! #                                                  #  at every attempt
 //! trustBundle: /etc/palisade/bundle.pem            # roots of the trust domain
 //! ca: 127.0.0.1:8443                               # the CA
 //! controlPlane: 127.0.0.1:15010                    # policy snapshots
@@ -56,6 +60,8 @@ pub enum AppProtocol {
 pub struct ConfigLayer {
     pub id: Option<String>,
     pub join_token: Option<String>,
+    /// A projected Kubernetes ServiceAccount token file (audience `palisade-ca`).
+    pub service_account_token_file: Option<PathBuf>,
     pub svid_cert: Option<PathBuf>,
     pub svid_key: Option<PathBuf>,
     pub trust_bundle: Option<PathBuf>,
@@ -82,6 +88,9 @@ pub struct ConfigLayer {
 pub enum FirstSvid {
     /// A single-use join token from `palisade ca token create`.
     JoinToken(String),
+    /// A Kubernetes projected ServiceAccount token in this file, which the CA
+    /// reviews with the API server; re-read at every attempt (the kubelet rotates it).
+    ServiceAccountToken(PathBuf),
     /// An SVID already on disk (chain PEM and key PEM), renewed through the CA.
     Files { cert: PathBuf, key: PathBuf },
 }
@@ -130,7 +139,9 @@ pub enum ConfigError {
     Missing { field: &'static str, flag: &'static str },
     #[error("`id` is not a SPIFFE ID: {0}")]
     Id(#[from] SpiffeIdError),
-    #[error("give the first SVID one way: `joinToken`, or `svidCert` with `svidKey` (not both)")]
+    #[error(
+        "give the first SVID one way: `joinToken`, `serviceAccountTokenFile`, or `svidCert` with `svidKey` (only one)"
+    )]
     Credential,
     #[error("`{field}` must be a loopback address, not `{addr}`: {why}")]
     NotLoopback {
@@ -168,6 +179,7 @@ impl ConfigLayer {
         Self {
             id: over.id.or(self.id),
             join_token: over.join_token.or(self.join_token),
+            service_account_token_file: over.service_account_token_file.or(self.service_account_token_file),
             svid_cert: over.svid_cert.or(self.svid_cert),
             svid_key: over.svid_key.or(self.svid_key),
             trust_bundle: over.trust_bundle.or(self.trust_bundle),
@@ -219,9 +231,15 @@ impl ConfigLayer {
     pub fn resolve(self) -> Result<ProxyConfig, ConfigError> {
         let missing = |field, flag| ConfigError::Missing { field, flag };
         let id = SpiffeId::parse(&self.id.ok_or(missing("id", "id"))?)?;
-        let first_svid = match (self.join_token, self.svid_cert, self.svid_key) {
-            (Some(token), None, None) => FirstSvid::JoinToken(token),
-            (None, Some(cert), Some(key)) => FirstSvid::Files { cert, key },
+        let first_svid = match (
+            self.join_token,
+            self.service_account_token_file,
+            self.svid_cert,
+            self.svid_key,
+        ) {
+            (Some(token), None, None, None) => FirstSvid::JoinToken(token),
+            (None, Some(file), None, None) => FirstSvid::ServiceAccountToken(file),
+            (None, None, Some(cert), Some(key)) => FirstSvid::Files { cert, key },
             _ => return Err(ConfigError::Credential),
         };
         let outbound = self.outbound.unwrap_or_else(|| default_addr(DEFAULT_OUTBOUND));
@@ -423,6 +441,37 @@ mod tests {
         assert_eq!(config.admin, "127.0.0.1:15000".parse().unwrap());
         assert_eq!(config.app_protocol, AppProtocol::Auto);
         assert_eq!(config.first_svid, FirstSvid::JoinToken("t".into()));
+    }
+
+    #[test]
+    fn a_service_account_token_file_is_the_third_way_to_the_first_svid() {
+        let kubernetes = BASE.replace(
+            "joinToken: t\n",
+            "serviceAccountTokenFile: /var/run/secrets/palisade/token\n",
+        );
+        let config = layer(&kubernetes).resolve().unwrap();
+        assert_eq!(
+            config.first_svid,
+            FirstSvid::ServiceAccountToken("/var/run/secrets/palisade/token".into())
+        );
+        let both = format!("{BASE}serviceAccountTokenFile: /var/run/secrets/palisade/token\n");
+        assert!(
+            matches!(layer(&both).resolve(), Err(ConfigError::Credential)),
+            "a join token and a token file together are refused"
+        );
+        let with_files = format!("{kubernetes}svidCert: c.pem\nsvidKey: k.pem\n");
+        assert!(matches!(layer(&with_files).resolve(), Err(ConfigError::Credential)));
+        let none = BASE.replace("joinToken: t\n", "");
+        assert!(matches!(layer(&none).resolve(), Err(ConfigError::Credential)));
+        let flag = ConfigLayer {
+            service_account_token_file: Some("/flag/token".into()),
+            ..ConfigLayer::default()
+        };
+        let over_file = layer(&kubernetes).overridden_by(flag).resolve().unwrap();
+        assert_eq!(
+            over_file.first_svid,
+            FirstSvid::ServiceAccountToken("/flag/token".into())
+        );
     }
 
     #[test]

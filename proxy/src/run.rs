@@ -1,7 +1,8 @@
 //! One sidecar, assembled: identity first, then trust, then policy, then the
 //! listeners, each a named step.
 //!
-//! 1. **Identity** — the first SVID from a join token (or files), then renewed
+//! 1. **Identity** — the first SVID from a join token, a Kubernetes
+//!    ServiceAccount token file (or SVID files), then renewed
 //!    at half-life by the CA client; the resolver swaps certificates in place.
 //! 2. **Revocations** — followed from the CA; each newer list is installed into
 //!    the trust store (new handshakes of a revoked peer fail) and the live
@@ -130,6 +131,7 @@ pub async fn run(
     // 1. Identity.
     let bootstrap = match &config.first_svid {
         FirstSvid::JoinToken(token) => Bootstrap::JoinToken(token.clone()),
+        FirstSvid::ServiceAccountToken(file) => Bootstrap::ServiceAccountToken(file.clone()),
         FirstSvid::Files { cert, key } => Bootstrap::Existing(Arc::new(read_svid(&config, cert, key)?)),
     };
     let (svids, rotation) = rotation::start(RotationParams {

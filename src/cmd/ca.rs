@@ -4,16 +4,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context};
+use palisade_ca::attest::service_account::TokenReviewer;
 use palisade_ca::bundle::{certs_from_pem, certs_to_pem, pem_block};
 use palisade_ca::client::admin::AdminClient;
 use palisade_ca::client::CaEndpoint;
 use palisade_ca::dir::{write_file, CaDir, InitParams};
 use palisade_ca::revocation::crl::{build_crl, CrlEntry};
 use palisade_ca::revocation::{RevocationEntry, RevocationTarget};
-use palisade_ca::service::{serve, ServeParams};
+use palisade_ca::service::{serve, ReviewLimits, ServeParams};
 use palisade_ca::store::{IssuanceKind, IssuanceRecord};
 use palisade_ca::svid::{unix_seconds, SvidFacts};
 use palisade_ca::{verify_svid, SpiffeId, TrustBundle, TrustDomain, Usage};
+use palisade_crds::tokenreview::KubeTokenReviewer;
 use rustls_pki_types::CertificateDer;
 use serde_json::json;
 
@@ -60,6 +62,7 @@ fn init(a: cli::CaInit) -> anyhow::Result<u8> {
 async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
     let dir = CaDir::new(&a.dir.dir);
     let td = dir.config()?.trust_domain;
+    let reviewer = token_reviewer(&a).await?;
     let shutdown = super::shutdown_signal();
     let audit = Arc::new(LateAuditor::default());
     let default_spool = dir.file("audit.spool");
@@ -72,6 +75,9 @@ async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
             listen: a.listen,
             default_ttl: a.default_ttl,
             events: Some(Arc::clone(&audit) as Arc<dyn palisade_ca::service::events::CaEvents>),
+            reviewer,
+            token_audience: a.token_audience.clone(),
+            review_limits: ReviewLimits::default(),
         },
         |started| {
             // The CA's own SVID is the audit client's identity.
@@ -99,6 +105,18 @@ async fn serve_ca(a: cli::CaServe) -> anyhow::Result<u8> {
         return Err(e.context("cannot start sending audit records"));
     }
     Ok(exit::OK)
+}
+
+/// The API server client for `--kubernetes-attestation`, if asked for.
+async fn token_reviewer(a: &cli::CaServe) -> anyhow::Result<Option<Arc<dyn TokenReviewer>>> {
+    if !a.kubernetes_attestation {
+        return Ok(None);
+    }
+    let reviewer = KubeTokenReviewer::connect(a.kubeconfig.as_deref(), a.token_audience.clone())
+        .await
+        .context("--kubernetes-attestation needs the Kubernetes API server")?;
+    tracing::info!(audience = %a.token_audience, "ServiceAccount tokens are reviewed with the Kubernetes API server");
+    Ok(Some(Arc::new(reviewer)))
 }
 
 /// Resolves where the CA is and how to trust it.

@@ -46,6 +46,7 @@ fn flags(a: ProxyRun) -> Result<ConfigLayer, UsageError> {
     Ok(ConfigLayer {
         id: a.id,
         join_token: a.join_token,
+        service_account_token_file: a.service_account_token_file,
         svid_cert: a.svid_cert,
         svid_key: a.svid_key,
         trust_bundle: a.trust_bundle,

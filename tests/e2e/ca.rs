@@ -219,6 +219,7 @@ async fn the_ca_signs_only_the_attested_identity() {
                 csr_der,
                 join_token: token.clone(),
                 ttl_seconds: 0,
+                service_account_token: String::new(),
             })
             .await
             .expect_err(&format!("a CSR with {what} must be refused"));
@@ -229,6 +230,7 @@ async fn the_ca_signs_only_the_attested_identity() {
             csr_der: csr_for(vec![uri(web.as_str())], false),
             join_token: token.clone(),
             ttl_seconds: 25 * 3600,
+            service_account_token: String::new(),
         })
         .await
         .expect_err("a TTL above 24 h must be refused");
@@ -238,6 +240,7 @@ async fn the_ca_signs_only_the_attested_identity() {
             csr_der: csr_for(vec![uri(web.as_str())], false),
             join_token: String::new(),
             ttl_seconds: 0,
+            service_account_token: String::new(),
         })
         .await
         .expect_err("no credential at all");

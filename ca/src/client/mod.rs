@@ -66,6 +66,8 @@ pub enum ClientError {
     Key(String),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot read the ServiceAccount token `{path}`: {reason}; mount a projected token with `audience: palisade-ca` there")]
+    TokenFile { path: String, reason: String },
 }
 
 impl ClientError {
@@ -173,6 +175,9 @@ pub async fn svid_channel(grpc: Endpoint, peer: SvidPeer) -> Result<Channel, Cha
 pub enum Credential {
     /// First SVID: a join token from `palisade ca token create`.
     JoinToken(String),
+    /// First SVID in Kubernetes: the pod's projected ServiceAccount token, which
+    /// the CA reviews with the API server.
+    ServiceAccountToken(String),
     /// Renewal: the current SVID, presented as the TLS client certificate.
     Svid(Arc<Svid>),
 }
@@ -186,9 +191,10 @@ pub async fn fetch_svid(
 ) -> Result<Svid, ClientError> {
     let key = KeyPair::generate().map_err(|e| ClientError::Key(e.to_string()))?;
     let csr = csr(id, &key)?;
-    let (resolver, join_token) = match credential {
-        Credential::JoinToken(t) => (SvidResolver::empty(), t.clone()),
-        Credential::Svid(svid) => (SvidResolver::with(svid)?, String::new()),
+    let (resolver, join_token, service_account_token) = match credential {
+        Credential::JoinToken(t) => (SvidResolver::empty(), t.clone(), String::new()),
+        Credential::ServiceAccountToken(t) => (SvidResolver::empty(), String::new(), t.clone()),
+        Credential::Svid(svid) => (SvidResolver::with(svid)?, String::new(), String::new()),
     };
     let channel = connect(endpoint, resolver).await?;
     let ttl_seconds = ttl.map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX)).unwrap_or(0);
@@ -197,6 +203,7 @@ pub async fn fetch_svid(
             csr_der: csr,
             join_token,
             ttl_seconds,
+            service_account_token,
         })
         .await?
         .into_inner();

@@ -3,6 +3,7 @@
 //! CA is away, and publish each new SVID on a `watch` channel so TLS servers and
 //! clients swap certificates in place.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +23,9 @@ pub const RENEW_JITTER: f64 = 0.1;
 #[derive(Debug, Clone)]
 pub enum Bootstrap {
     JoinToken(String),
+    /// A Kubernetes projected ServiceAccount token in this file, read again at
+    /// every attempt (the kubelet rotates it).
+    ServiceAccountToken(PathBuf),
     Existing(Arc<Svid>),
 }
 
@@ -44,6 +48,13 @@ pub async fn start(params: RotationParams) -> Result<(watch::Receiver<Arc<Svid>>
             let credential = Credential::JoinToken(token.clone());
             Arc::new(retry_transient(|| fetch_svid(&params.endpoint, &params.id, &credential, params.ttl)).await?)
         }
+        Bootstrap::ServiceAccountToken(path) => Arc::new(
+            retry_transient(|| async {
+                let credential = Credential::ServiceAccountToken(read_token(path)?);
+                fetch_svid(&params.endpoint, &params.id, &credential, params.ttl).await
+            })
+            .await?,
+        ),
     };
     let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(renew_loop(params, tx));
@@ -77,6 +88,23 @@ async fn renew_loop(params: RotationParams, tx: watch::Sender<Arc<Svid>>) {
                 }
             }
         }
+    }
+}
+
+/// The ServiceAccount token in `path`, without surrounding whitespace.
+///
+/// # Errors
+///
+/// When the file cannot be read or holds no token.
+pub fn read_token(path: &Path) -> Result<String, ClientError> {
+    let bad = |reason: String| ClientError::TokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    match text.trim() {
+        "" => Err(bad("the file is empty".to_owned())),
+        token => Ok(token.to_owned()),
     }
 }
 
@@ -166,6 +194,21 @@ mod tests {
             Duration::ZERO,
             "an inverted window renews at once"
         );
+    }
+
+    #[test]
+    fn the_token_file_is_read_trimmed_and_must_hold_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "eyJhbGciOi.x.y\n").unwrap();
+        assert_eq!(read_token(&path).unwrap(), "eyJhbGciOi.x.y");
+        std::fs::write(&path, " \n").unwrap();
+        let empty = read_token(&path).unwrap_err();
+        assert!(empty.to_string().contains("is empty"), "{empty}");
+        assert!(!empty.is_transient());
+        let missing = read_token(&dir.path().join("absent")).unwrap_err();
+        assert!(matches!(missing, ClientError::TokenFile { .. }), "{missing}");
+        assert!(missing.to_string().contains("absent"), "{missing}");
     }
 
     #[test]

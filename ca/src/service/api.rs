@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::events::CaEvent;
 use super::incoming::{PeerInfo, PeerSvid};
-use super::{blocking, issue_status, store_status, CaState};
+use super::{blocking, issue_status, store_status, token_review, CaState};
 use crate::attest::join_token::hash_secret;
-use crate::issuer::MAX_LEAF_TTL;
+use crate::issuer::{IssueError, MAX_LEAF_TTL};
 use crate::proto::v1 as pb;
 use crate::spiffe_id::SpiffeId;
 use crate::store::{IssuanceKind, IssuanceRecord};
@@ -29,17 +29,34 @@ impl Api {
     }
 }
 
+/// The one credential a `Sign` call carries; a ServiceAccount token is already
+/// reviewed (no Debug: a join token is a secret).
+enum Credential {
+    Svid(PeerSvid),
+    JoinToken(String),
+    ServiceAccount(SpiffeId),
+}
+
 /// Who the caller is allowed to be, and how that was established.
 enum Attested {
     Token { id: SpiffeId, hash: [u8; 32] },
+    ServiceAccount { id: SpiffeId },
     Renewal { id: SpiffeId, from: crate::serial::Serial },
+}
+
+impl Attested {
+    fn id(&self) -> &SpiffeId {
+        match self {
+            Self::Token { id, .. } | Self::ServiceAccount { id } | Self::Renewal { id, .. } => id,
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl pb::ca_server::Ca for Api {
     async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
         let peer = request.extensions().get::<PeerInfo>().and_then(|p| p.svid.clone());
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let ttl = match req.ttl_seconds {
             0 => self.state.default_ttl,
             s => Duration::from_secs(u64::from(s)),
@@ -51,8 +68,11 @@ impl pb::ca_server::Ca for Api {
                 MAX_LEAF_TTL.as_secs()
             )));
         }
+        let credential = credential(&self.state, peer, &mut req).await?;
         let state = Arc::clone(&self.state);
-        blocking(move || sign(&state, peer, &req, ttl)).await.map(Response::new)
+        blocking(move || sign(&state, credential, &req, ttl))
+            .await
+            .map(Response::new)
     }
 
     async fn get_bundle(&self, _request: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
@@ -74,15 +94,38 @@ impl pb::ca_server::Ca for Api {
     }
 }
 
+/// Takes the one credential out of the request (so no token travels further) and,
+/// for a ServiceAccount token, has the API server review it: before the blocking
+/// sign, bounded in time and concurrency.
+async fn credential(state: &CaState, peer: Option<PeerSvid>, req: &mut pb::SignRequest) -> Result<Credential, Status> {
+    let join_token = std::mem::take(&mut req.join_token);
+    let sa_token = std::mem::take(&mut req.service_account_token);
+    match (peer, join_token.is_empty(), sa_token.is_empty()) {
+        (Some(peer), true, true) => Ok(Credential::Svid(peer)),
+        (None, false, true) => Ok(Credential::JoinToken(join_token)),
+        (None, true, false) => {
+            let td = state.signer.trust_domain();
+            let id = token_review::attest(state.token_reviews.as_ref(), td, &sa_token).await?;
+            Ok(Credential::ServiceAccount(id))
+        }
+        (None, true, true) => Err(Status::unauthenticated(
+            "no credential: present the current SVID as the TLS client certificate to renew, or a join token from `palisade ca token create`, or a Kubernetes ServiceAccount token",
+        )),
+        _ => Err(Status::invalid_argument(
+            "send exactly one credential: a join token or a ServiceAccount token (first SVID), or a client certificate (renewal)",
+        )),
+    }
+}
+
 fn sign(
     state: &CaState,
-    peer: Option<PeerSvid>,
+    credential: Credential,
     req: &pb::SignRequest,
     ttl: Duration,
 ) -> Result<pb::SignResponse, Status> {
     let now = SystemTime::now();
-    let attested = attest(state, peer, &req.join_token, now)?;
-    let (Attested::Token { id, .. } | Attested::Renewal { id, .. }) = &attested;
+    let attested = attest(state, credential, now)?;
+    let id = attested.id();
     if state.trust.revocations().is_id_revoked(id) {
         return Err(Status::permission_denied(format!(
             "`{id}` is revoked; the CA issues to it again only after `palisade ca unrevoke --spiffe-id {id}`"
@@ -91,19 +134,19 @@ fn sign(
     let issued = state
         .signer
         .sign_csr(&req.csr_der, id, ttl, now)
-        .map_err(issue_status)?;
+        .map_err(|e| sign_status(&attested, e))?;
     let record = IssuanceRecord {
         serial: issued.serial.clone(),
         id: issued.id.clone(),
         kind: match attested {
-            Attested::Token { .. } => IssuanceKind::Issued,
+            Attested::Token { .. } | Attested::ServiceAccount { .. } => IssuanceKind::Issued,
             Attested::Renewal { .. } => IssuanceKind::Renewed,
         },
         not_before_unix: unix_seconds(issued.not_before),
         not_after_unix: unix_seconds(issued.not_after),
         issued_at_unix: unix_seconds(now),
         renewed_from: match &attested {
-            Attested::Token { .. } => None,
+            Attested::Token { .. } | Attested::ServiceAccount { .. } => None,
             Attested::Renewal { from, .. } => Some(from.clone()),
         },
     };
@@ -117,6 +160,7 @@ fn sign(
                 return Err(token_refused());
             }
         }
+        Attested::ServiceAccount { .. } => state.store.record_issued(&record).map_err(store_status)?,
         Attested::Renewal { from, .. } => {
             state.store.record_issued(&record).map_err(store_status)?;
             // A revocation that raced this renewal must not miss the new certificate.
@@ -157,14 +201,28 @@ fn sign(
     })
 }
 
-/// Establishes the identity the caller may have: its current SVID (renewal) or a
-/// join token (first issuance), never both and never neither.
-fn attest(state: &CaState, peer: Option<PeerSvid>, join_token: &str, now: SystemTime) -> Result<Attested, Status> {
-    match (peer, join_token.is_empty()) {
-        (Some(peer), true) => {
+/// A refusal to sign. A ServiceAccount token attests one identity: a CSR for any
+/// other (another namespace or service account) is a denial naming both.
+fn sign_status(attested: &Attested, e: IssueError) -> Status {
+    match (attested, e) {
+        (Attested::ServiceAccount { id }, IssueError::SanMismatch { found, .. }) => Status::permission_denied(format!(
+            "the ServiceAccount token attests `{id}` only, but the CSR names {found}; a pod's token bootstraps the SVID of its own namespace and service account"
+        )),
+        (_, e) => issue_status(e),
+    }
+}
+
+/// Establishes the identity the caller may have from its one credential: its
+/// current SVID (renewal), a join token or a reviewed ServiceAccount token (first
+/// issuance).
+fn attest(state: &CaState, credential: Credential, now: SystemTime) -> Result<Attested, Status> {
+    match credential {
+        Credential::Svid(peer) => {
             // The handshake verified the chain; re-check what may have changed since.
             if now > peer.not_after {
-                return Err(Status::unauthenticated("the client SVID has expired; bootstrap again with a new join token"));
+                return Err(Status::unauthenticated(
+                    "the client SVID has expired; bootstrap again with a new join token or the pod's ServiceAccount token",
+                ));
             }
             let revocations = state.trust.revocations();
             if revocations.is_serial_revoked(&peer.serial) {
@@ -176,27 +234,29 @@ fn attest(state: &CaState, peer: Option<PeerSvid>, join_token: &str, now: System
             if let Some(ancestor) = state.store.revoked_ancestor(&peer.serial).map_err(store_status)? {
                 return Err(lineage_revoked(&peer.serial, &ancestor));
             }
-            Ok(Attested::Renewal { id: peer.id, from: peer.serial })
+            Ok(Attested::Renewal {
+                id: peer.id,
+                from: peer.serial,
+            })
         }
-        (None, false) => {
-            let hash = hash_secret(join_token);
-            match state.store.join_token_id(&hash, unix_seconds(now)).map_err(store_status)? {
+        Credential::JoinToken(join_token) => {
+            let hash = hash_secret(&join_token);
+            match state
+                .store
+                .join_token_id(&hash, unix_seconds(now))
+                .map_err(store_status)?
+            {
                 Some(id) => Ok(Attested::Token { id, hash }),
                 None => Err(token_refused()),
             }
         }
-        (Some(_), false) => Err(Status::invalid_argument(
-            "send either a join token (first SVID) or a client certificate (renewal), not both",
-        )),
-        (None, true) => Err(Status::unauthenticated(
-            "no credential: present the current SVID as the TLS client certificate to renew, or a join token from `palisade ca token create`",
-        )),
+        Credential::ServiceAccount(id) => Ok(Attested::ServiceAccount { id }),
     }
 }
 
 fn lineage_revoked(serial: &crate::serial::Serial, ancestor: &crate::serial::Serial) -> Status {
     Status::permission_denied(format!(
-        "the client SVID (serial {serial}) was renewed from revoked serial {ancestor}; renewal refused, bootstrap again with a new join token"
+        "the client SVID (serial {serial}) was renewed from revoked serial {ancestor}; renewal refused, bootstrap again with a new join token or the pod's ServiceAccount token"
     ))
 }
 

@@ -12,7 +12,7 @@ use crate::spiffe_id::SpiffeId;
 /// One CA event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaEvent {
-    /// A first SVID, attested by a join token.
+    /// A first SVID, attested by a join token or a Kubernetes ServiceAccount token.
     Issued {
         id: SpiffeId,
         serial: Serial,

@@ -6,11 +6,18 @@
 //! version and fanned out to every `WatchRevocations` stream through a `watch`
 //! channel. The store is also polled, so a revocation written by an offline
 //! `palisade ca revoke --offline` reaches a running CA's watchers.
+//!
+//! A first SVID is attested by a join token or, with a [`TokenReviewer`], by a
+//! Kubernetes ServiceAccount token ([`token_review`]); a renewal by the caller's
+//! current SVID.
 
 mod admin;
 mod api;
 pub mod events;
 pub mod incoming;
+mod token_review;
+
+pub use token_review::ReviewLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +29,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use self::events::{CaEvent, CaEvents};
+use self::token_review::TokenReviews;
+use crate::attest::service_account::TokenReviewer;
 use crate::dir::{CaDir, CaDirError};
 use crate::issuer::{CaSigner, IssueError};
 use crate::proto::v1 as pb;
@@ -84,17 +93,15 @@ pub struct CaState {
     pub(crate) admin_hash: String,
     pub(crate) default_ttl: Duration,
     pub(crate) events: Option<Arc<dyn CaEvents>>,
+    /// `None`: ServiceAccount tokens are refused.
+    pub(crate) token_reviews: Option<TokenReviews>,
 }
 
 impl CaState {
-    /// Loads the CA from its directory.
-    pub fn load(
-        dir: &CaDir,
-        default_ttl: Duration,
-        events: Option<Arc<dyn CaEvents>>,
-    ) -> Result<Arc<Self>, ServeError> {
-        let signer = dir.signer()?;
-        let store = dir.store()?;
+    /// Loads the CA from its directory, with the settings of `params`.
+    pub fn load(params: &ServeParams) -> Result<Arc<Self>, ServeError> {
+        let signer = params.dir.signer()?;
+        let store = params.dir.store()?;
         let admin_hash = store.admin_token_hash()?.ok_or(ServeError::NoAdminCredential)?;
         let trust = Trust::new(signer.bundle().clone(), RevocationSet::default());
         trust.learn_intermediates(signer.chain());
@@ -108,8 +115,15 @@ impl CaState {
             trust,
             lists,
             admin_hash,
-            default_ttl,
-            events,
+            default_ttl: params.default_ttl,
+            events: params.events.clone(),
+            token_reviews: params.reviewer.as_ref().map(|reviewer| {
+                TokenReviews::new(
+                    Arc::clone(reviewer),
+                    params.token_audience.clone(),
+                    params.review_limits,
+                )
+            }),
         });
         state.publish()?;
         Ok(state)
@@ -173,6 +187,14 @@ pub struct ServeParams {
     pub default_ttl: Duration,
     /// Where CA events go (the audit service), if anywhere.
     pub events: Option<Arc<dyn CaEvents>>,
+    /// Reviews Kubernetes ServiceAccount tokens (`--kubernetes-attestation`);
+    /// `None`: the CA refuses them.
+    pub reviewer: Option<Arc<dyn TokenReviewer>>,
+    /// The audience a ServiceAccount token must be for (`palisade-ca` by default,
+    /// [`crate::attest::service_account::DEFAULT_AUDIENCE`]).
+    pub token_audience: String,
+    /// Bounds on the reviews asked of the API server.
+    pub review_limits: ReviewLimits,
 }
 
 /// What a started CA tells its caller.
@@ -194,7 +216,7 @@ pub async fn serve(
     on_listening: impl FnOnce(Started),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let state = CaState::load(&params.dir, params.default_ttl, params.events.clone())?;
+    let state = CaState::load(&params)?;
     let resolver = SvidResolver::with(&state.own_svid()?)?;
     let verifier = SvidClientVerifier::new(Arc::clone(&state.trust), false);
     let tls = crate::tls::server_config(Arc::clone(&resolver), verifier, &[b"h2"])?;

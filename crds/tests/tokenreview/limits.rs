@@ -1,0 +1,103 @@
+//! Reviews are bounded: the callers are not authenticated yet, so neither a slow
+//! API server nor a flood of tokens may tie up the CA or pile onto the API server.
+
+use std::time::Duration;
+
+use palisade_ca::attest::service_account::DEFAULT_AUDIENCE;
+use palisade_ca::service::ReviewLimits;
+use tonic::Code;
+
+use crate::support::{eventually, id, refused_with, Cluster, KnownToken};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_the_api_server_does_not_answer_in_time_is_unavailable() {
+    let cluster = Cluster::with_limits(ReviewLimits {
+        timeout: Duration::from_millis(500),
+        ..ReviewLimits::default()
+    })
+    .await;
+    cluster
+        .api
+        .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
+    cluster.api.hold("token-web");
+    let web = id("shop", "web");
+
+    let result = cluster.bootstrap(&web, "token-web").await;
+
+    let transient = result.as_ref().is_err_and(|e| e.is_transient());
+    let message = refused_with(result, Code::Unavailable);
+    assert!(message.contains("did not answer the token review"), "{message}");
+    assert!(transient, "a sidecar retries it");
+    assert_eq!(cluster.ca.live_serials(&web), 0);
+    cluster.api.release_held();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_beyond_the_concurrency_cap_are_refused_at_once() {
+    let cluster = Cluster::with_limits(ReviewLimits {
+        timeout: Duration::from_secs(60),
+        max_concurrent: 1,
+    })
+    .await;
+    cluster
+        .api
+        .knows("token-slow", KnownToken::new("shop", "slow", DEFAULT_AUDIENCE));
+    cluster
+        .api
+        .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
+    cluster.api.hold("token-slow");
+    let (slow, web) = (id("shop", "slow"), id("shop", "web"));
+
+    let pending = {
+        let endpoint = cluster.ca.endpoint.clone();
+        let slow = slow.clone();
+        tokio::spawn(async move {
+            let credential = palisade_ca::client::Credential::ServiceAccountToken("token-slow".into());
+            palisade_ca::client::fetch_svid(&endpoint, &slow, &credential, None).await
+        })
+    };
+    eventually("the slow review reached the API server", || {
+        cluster.api.seen().iter().any(|s| s.token == "token-slow")
+    })
+    .await;
+
+    let message = refused_with(cluster.bootstrap(&web, "token-web").await, Code::ResourceExhausted);
+    assert!(message.contains("try again"), "{message}");
+    assert!(
+        !cluster.api.seen().iter().any(|s| s.token == "token-web"),
+        "the refused call never reached the API server"
+    );
+
+    cluster.api.release_held();
+    let first = pending.await.unwrap().expect("the held review completes");
+    assert_eq!(first.id(), &slow);
+    let web_svid = cluster.bootstrap(&web, "token-web").await.expect("a free slot again");
+    assert_eq!(web_svid.id(), &web);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_refuses_the_ca_makes_reviews_unavailable() {
+    let cluster = Cluster::start().await;
+    cluster
+        .api
+        .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
+    let web = id("shop", "web");
+    cluster.api.forbid(true);
+
+    let result = cluster.bootstrap(&web, "token-web").await;
+
+    assert!(result.as_ref().is_err_and(|e| e.is_transient()), "a sidecar retries it");
+    let message = refused_with(result, Code::Unavailable);
+    assert!(
+        message.contains("cannot create resource"),
+        "the API server's reason: {message}"
+    );
+    assert!(message.contains("may create `tokenreviews`"), "a hint: {message}");
+    assert_eq!(cluster.ca.live_serials(&web), 0);
+
+    cluster.api.forbid(false);
+    cluster
+        .bootstrap(&web, "token-web")
+        .await
+        .expect("works once the CA may review");
+}
