@@ -94,9 +94,8 @@ pub struct AuditServe {
     /// The trust domain of the mesh, e.g. shop.example.
     #[arg(long)]
     pub trust_domain: String,
-    /// A join token for the audit service's identity (from `palisade ca token create`).
-    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: String,
+    #[command(flatten)]
+    pub first_svid: FirstSvidArgs,
     /// The admin port (plain HTTP, keep it on loopback): /ready, /metrics.
     #[arg(long, default_value = "127.0.0.1:15021")]
     pub admin: SocketAddr,
@@ -258,9 +257,8 @@ pub struct ControlPlaneServe {
     /// The trust bundle (PEM roots), e.g. the CA directory's bundle.pem.
     #[arg(long)]
     pub trust_bundle: PathBuf,
-    /// A join token for the control plane's identity (from `palisade ca token create`).
-    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: String,
+    #[command(flatten)]
+    pub first_svid: FirstSvidArgs,
     /// The admin port (plain HTTP, keep it on loopback): /ready, /proxies, /metrics.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub admin: SocketAddr,
@@ -799,4 +797,18 @@ pub struct CrdsGenerate {
     /// Write one file per CRD (NAME.yaml) into this directory instead of stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+/// How a Palisade service gets its first SVID: one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct FirstSvidArgs {
+    /// A join token for this service's identity (from `palisade ca token create`).
+    #[arg(long, env = "PALISADE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// In Kubernetes: the projected ServiceAccount token (audience palisade-ca) instead of a
+    /// join token; the CA checks it with TokenReview and issues the service account's ID.
+    /// Re-read at each attempt (the kubelet rotates it).
+    #[arg(long, value_name = "FILE")]
+    pub service_account_token_file: Option<PathBuf>,
 }

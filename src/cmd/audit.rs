@@ -55,7 +55,7 @@ async fn serve(a: AuditServe) -> anyhow::Result<u8> {
     let store = open(&a.database.database).await?;
     let td = TrustDomain::new(&a.trust_domain)?;
     let id = audit_service_id(&td)?;
-    let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id.clone(), &a.join_token).await?;
+    let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id.clone(), &a.first_svid).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; is another process using it?", a.listen))?;

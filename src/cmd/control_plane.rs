@@ -59,7 +59,7 @@ async fn control_plane_serve(a: ControlPlaneServe) -> anyhow::Result<u8> {
     let first = Arc::clone(&published.borrow());
     let td = first.bundle.mesh().trust_domain().clone();
     let id = control_plane_id(&td)?;
-    let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &a.join_token).await?;
+    let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &a.first_svid).await?;
     let delivery = audit_sink::start(
         &audit,
         &a.audit,

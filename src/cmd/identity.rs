@@ -1,5 +1,5 @@
-//! The identity of a Palisade service (control plane, audit service): its SVID from
-//! a join token, renewed at half-life, and the CA's revocations followed so that
+//! The identity of a Palisade service (control plane, audit service, controller): its
+//! SVID from a join token or a ServiceAccount token, renewed at half-life, and the CA's revocations followed so that
 //! revoked peers are refused.
 
 use std::path::Path;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::UsageError;
+use crate::cli::FirstSvidArgs;
 
 /// A service's live identity and the tasks that keep it live.
 pub struct ServiceIdentity {
@@ -24,14 +25,14 @@ pub struct ServiceIdentity {
 }
 
 impl ServiceIdentity {
-    /// Gets the first SVID for `id` with `join_token`, then keeps it fresh and
+    /// Gets the first SVID for `id` as `first` says, then keeps it fresh and
     /// follows revocations.
     pub async fn start(
         ca: &str,
         trust_bundle: &Path,
         td: &TrustDomain,
         id: SpiffeId,
-        join_token: &str,
+        first: &FirstSvidArgs,
     ) -> anyhow::Result<Self> {
         let bundle = TrustBundle::load(td.clone(), trust_bundle).map_err(|e| {
             UsageError(format!(
@@ -44,7 +45,7 @@ impl ServiceIdentity {
         let (svids, rotation) = rotation::start(RotationParams {
             endpoint: endpoint.clone(),
             id,
-            bootstrap: Bootstrap::JoinToken(join_token.to_owned()),
+            bootstrap: bootstrap(first)?,
             ttl: None,
         })
         .await?;
@@ -62,6 +63,15 @@ impl ServiceIdentity {
             trust,
             tasks: vec![rotation, follow_svids, revocations],
         })
+    }
+}
+
+/// The first-SVID credential the flags give (clap lets exactly one through).
+fn bootstrap(first: &FirstSvidArgs) -> anyhow::Result<Bootstrap> {
+    match (&first.join_token, &first.service_account_token_file) {
+        (Some(token), None) => Ok(Bootstrap::JoinToken(token.clone())),
+        (None, Some(file)) => Ok(Bootstrap::ServiceAccountToken(file.clone())),
+        _ => Err(UsageError("give --join-token or --service-account-token-file (one of them)".into()).into()),
     }
 }
 
