@@ -38,6 +38,9 @@ pub enum Command {
     /// Kubernetes: the CustomResourceDefinitions of group palisade.dev.
     #[command(subcommand)]
     Crds(CrdsCommand),
+    /// Kubernetes: the controller that builds the policy bundle from the cluster.
+    #[command(subcommand)]
+    Controller(ControllerCommand),
     /// The whole mesh on this machine in one command, playing the shop's story.
     ///
     /// Starts the CA, the control plane, the audit service (SQLite), the four shop apps
@@ -780,6 +783,65 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Build the policy bundle from the cluster and write each resource's status back.
+    ///
+    /// Watches CedarPolicies, EgressAllowlists, the MeshConfig, CertificateRevocations,
+    /// Services, EndpointSlices and Pods in every namespace, and builds the same bundle a
+    /// directory of files would give, through the same loader and validator. An invalid
+    /// CedarPolicy is marked Invalid with the validator's message and its namespace keeps
+    /// its last valid policies; other namespaces update as usual. CertificateRevocations
+    /// are applied through the CA's admin API; deleting one unrevokes.
+    ///
+    /// With --bundle-out DIR each new bundle is written into its own directory and
+    /// DIR/current is switched to it atomically: run `palisade control-plane serve
+    /// --bundle DIR/current`. Several replicas may run; the holder of the Lease is the
+    /// only one that writes. Its RBAC: read what it watches, write only its resources'
+    /// status and its Lease.
+    Run(ControllerRun),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("output").required(true).args(["bundle_out", "control_plane"])))]
+pub struct ControllerRun {
+    /// A kubeconfig file; default: $KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Write the bundle under this directory; the current version is DIR/current.
+    #[arg(long, value_name = "DIR")]
+    pub bundle_out: Option<PathBuf>,
+    /// Send the bundle straight to a control plane (host:port). Not available yet: use
+    /// --bundle-out.
+    #[arg(long, value_name = "ADDR")]
+    pub control_plane: Option<String>,
+    /// The CA's address (host:port), for CertificateRevocations.
+    #[arg(long, env = "PALISADE_CA_ADDR")]
+    pub ca: String,
+    /// The trust bundle (PEM roots) the CA's certificate is checked against.
+    #[arg(long)]
+    pub trust_bundle: PathBuf,
+    /// The mesh's trust domain (the CA's), e.g. shop.example.
+    #[arg(long)]
+    pub trust_domain: String,
+    /// The CA's admin credential (the CA directory's admin.token), read at each connection.
+    #[arg(long, env = "PALISADE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: PathBuf,
+    /// The namespace of the controller's Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "palisade-system")]
+    pub namespace: String,
+    /// The Lease that elects the one replica that writes.
+    #[arg(long, default_value = "palisade-controller")]
+    pub lease_name: String,
+    /// This replica's name in the Lease; default: $POD_NAME, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The cluster's DNS domain, for services' host names (NAME.NS.svc.DOMAIN).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,12 +12,20 @@
 //! - [`tokenreview`]: the CA's TokenReview client, for ServiceAccount attestation.
 //! - [`webhook`]: the validating admission webhook that refuses an invalid
 //!   `CedarPolicy` at `kubectl apply`, with the CLI's message.
+//! - [`controller`]: watches the cluster, builds the policy bundle from it through
+//!   the same loader as files, publishes it, applies `CertificateRevocation`s at
+//!   the CA and writes each resource's status back (one leader at a time).
+//! - `fake` (feature `fake-api`, tests only): a small in-process Kubernetes API
+//!   server that kube's real client talks to.
 //!
 //! Without Kubernetes everything works from a bundle directory; the controller
 //! turns cluster state into the same bundle files and runs them through the same
 //! loader, so a policy means the same thing whichever source it came from.
 
+pub mod controller;
 pub mod export;
+#[cfg(feature = "fake-api")]
+pub mod fake;
 pub mod labels;
 pub mod manifests;
 pub mod resources;

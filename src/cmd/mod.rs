@@ -4,6 +4,7 @@ mod audit;
 mod audit_sink;
 mod ca;
 mod control_plane;
+mod controller;
 mod crds;
 mod demo;
 mod identity;
@@ -22,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Proxy(c) => proxy::run(c).await,
         Command::Audit(c) => audit::run(c).await,
         Command::Crds(c) => crds::run(c),
+        Command::Controller(c) => controller::run(c).await,
         Command::Demo(c) => demo::run(c).await,
     }
 }

@@ -13,6 +13,7 @@ mod audit;
 mod ca;
 mod demo;
 mod egress;
+mod kubernetes;
 mod mesh;
 mod policy;
 mod support;

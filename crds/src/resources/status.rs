@@ -26,6 +26,16 @@ pub const APPLIED: &str = "Applied";
 pub const REASON_VALID: &str = "Valid";
 /// Reason of `Accepted=False`: the message says what is wrong.
 pub const REASON_INVALID: &str = "Invalid";
+/// Reason of `Applied=True` for bundle resources: the bundle that carries it was published.
+pub const REASON_PUBLISHED: &str = "Published";
+/// Reason of `Applied=False`: valid, but its namespace is held on its last valid
+/// policies because another of its policies is invalid.
+pub const REASON_HELD: &str = "Held";
+/// Reason of `Applied=True` for a `CertificateRevocation`: in the CA's list.
+pub const REASON_REVOKED: &str = "Revoked";
+/// Reason of `Applied=False` for a `CertificateRevocation`: the CA could not be
+/// reached or refused; the controller retries.
+pub const REASON_CA_UNAVAILABLE: &str = "CaUnavailable";
 
 /// The status of a Palisade resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +47,10 @@ pub struct ResourceStatus {
     /// `Accepted` and `Applied`, each with its reason and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// `CertificateRevocation` only: when the CA revoked it (RFC 3339), as its
+    /// revocation list records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 /// One condition, in the shape Kubernetes uses everywhere (`metav1.Condition`).

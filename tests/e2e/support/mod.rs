@@ -207,4 +207,5 @@ pub fn has_openssl() -> bool {
 pub mod app;
 pub mod client;
 pub mod external;
+pub mod kubernetes;
 pub mod mesh;
