@@ -814,10 +814,35 @@ pub struct ControllerRun {
     /// Write the bundle under this directory; the current version is DIR/current.
     #[arg(long, value_name = "DIR")]
     pub bundle_out: Option<PathBuf>,
-    /// Send the bundle straight to a control plane (host:port). Not available yet: use
-    /// --bundle-out.
-    #[arg(long, value_name = "ADDR")]
+    /// Push each bundle to a control plane started with `--from-controller` (host:port), over
+    /// mTLS as spiffe://TD/ns/palisade-system/sa/palisade-controller: give that identity's
+    /// --join-token or, in a pod, --service-account-token-file.
+    #[arg(long, value_name = "ADDR", conflicts_with = "bundle_out")]
     pub control_plane: Option<String>,
+    /// With --control-plane: a join token for the controller's identity.
+    #[arg(
+        long,
+        env = "PALISADE_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "service_account_token_file"
+    )]
+    pub join_token: Option<String>,
+    /// With --control-plane, in a pod: the projected ServiceAccount token (audience
+    /// palisade-ca) the CA attests instead of a join token.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_token_file: Option<PathBuf>,
+    /// Serve the CedarPolicy validating admission webhook here (HTTPS), e.g. 0.0.0.0:9443.
+    /// It refuses at `kubectl apply` what `palisade policy validate` would refuse.
+    #[arg(long, value_name = "ADDR", requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The webhook's certificate chain (PEM), for palisade-controller.palisade-system.svc:
+    /// the API server checks that DNS name, which an SVID does not carry. Re-read when it
+    /// changes (cert-manager rotates it).
+    #[arg(long, value_name = "FILE", requires = "webhook_listen")]
+    pub webhook_cert: Option<PathBuf>,
+    /// The webhook certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "webhook_listen")]
+    pub webhook_key: Option<PathBuf>,
     /// The CA's address (host:port), for CertificateRevocations.
     #[arg(long, env = "PALISADE_CA_ADDR")]
     pub ca: String,

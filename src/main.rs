@@ -5,6 +5,9 @@ mod cli;
 mod cmd;
 mod output;
 
+#[cfg(test)]
+mod deploy_tests;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,15 +1,19 @@
 //! `palisade controller run`: the Kubernetes controller.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use palisade_ca::client::CaEndpoint;
 use palisade_ca::{TrustBundle, TrustDomain};
-use palisade_crds::controller::{self, CaAdmin, ControllerError, LeaseParams, LeaseTiming, Options, Output, Params};
+use palisade_crds::controller::{self, CaAdmin, LeaseParams, LeaseTiming, Options, Output, Params};
+use palisade_crds::webhook::{self, ReviewContext, WebhookLimits, WebhookMetrics, WebhookParams};
+use palisade_policy::distribute::{controller_id, PushParams};
 
+use super::identity::ServiceIdentity;
 use super::{shutdown_signal, UsageError};
-use crate::cli::{ControllerCommand, ControllerRun};
+use crate::cli::{ControllerCommand, ControllerRun, FirstSvidArgs};
 use crate::exit;
 
 pub async fn run(command: ControllerCommand) -> anyhow::Result<u8> {
@@ -19,13 +23,54 @@ pub async fn run(command: ControllerCommand) -> anyhow::Result<u8> {
 }
 
 async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
-    let output = match (a.bundle_out, a.control_plane) {
+    let td = TrustDomain::new(&a.trust_domain)?;
+    let bundle = TrustBundle::load(td.clone(), &a.trust_bundle)?;
+    // Kept alive for the controller's lifetime: its SVID, renewed.
+    let mut identity_tasks = None;
+    let output = match (a.bundle_out, &a.control_plane) {
         (Some(dir), _) => Output::BundleDir(dir),
-        (None, Some(addr)) => Output::ControlPlane(addr),
+        (None, Some(addr)) => {
+            let first = FirstSvidArgs {
+                join_token: a.join_token.clone(),
+                service_account_token_file: a.service_account_token_file.clone(),
+            };
+            let id = controller_id(&td)?;
+            let identity = ServiceIdentity::start(&a.ca, &a.trust_bundle, &td, id, &first).await?;
+            let push = PushParams {
+                addr: addr.clone(),
+                trust: Arc::clone(&identity.trust),
+                resolver: Arc::clone(&identity.resolver),
+                trust_domain: td.clone(),
+            };
+            identity_tasks = Some(identity);
+            Output::ControlPlane(push)
+        }
         (None, None) => return Err(UsageError("pass --bundle-out DIR or --control-plane ADDR".into()).into()),
     };
-    let td = TrustDomain::new(&a.trust_domain)?;
-    let bundle = TrustBundle::load(td, &a.trust_bundle)?;
+    let (review, webhook) = match (&a.webhook_listen, &a.webhook_cert, &a.webhook_key) {
+        (Some(listen), Some(cert), Some(key)) => {
+            let (tx, rx) = tokio::sync::watch::channel(ReviewContext::new(td.clone()));
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {listen} (webhook): {e}; is another process using it?")
+            })?;
+            let params = WebhookParams {
+                listener,
+                cert: cert.clone(),
+                key: key.clone(),
+                context: rx,
+                limits: WebhookLimits::default(),
+                metrics: Arc::new(WebhookMetrics::default()),
+            };
+            let task = tokio::spawn(async move {
+                if let Err(e) = webhook::serve(params, std::future::pending()).await {
+                    tracing::error!(error = %e, "the admission webhook stopped");
+                }
+            });
+            println!("admission webhook on https://{listen}{}", webhook::server::PATH);
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
+    };
     let identity = match a.identity.or_else(host_name) {
         Some(identity) => identity,
         None => return Err(UsageError("cannot tell this replica's name; pass --identity NAME".into()).into()),
@@ -53,6 +98,7 @@ async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
         cluster_domain: a.cluster_domain,
         options: Options::default(),
         progress: None,
+        review,
     };
     if let Output::BundleDir(dir) = &output {
         println!(
@@ -60,11 +106,19 @@ async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
             dir.display()
         );
     }
-    match controller::run(params, shutdown_signal()).await {
-        Ok(()) => Ok(exit::OK),
-        Err(e @ ControllerError::ControlPlaneUnavailable { .. }) => Err(UsageError(e.to_string()).into()),
-        Err(e) => Err(e.into()),
+    if let Output::ControlPlane(push) = &output {
+        println!(
+            "palisade controller {identity} started; the bundle goes to the control plane at {}",
+            push.addr
+        );
     }
+    let result = controller::run(params, shutdown_signal()).await;
+    if let Some(task) = webhook {
+        task.abort();
+    }
+    drop(identity_tasks);
+    result?;
+    Ok(exit::OK)
 }
 
 /// The kubeconfig given, else kube's usual inference ($KUBECONFIG, ~/.kube/config,

@@ -36,15 +36,18 @@ pub use self::leader::{LeaseParams, LeaseTiming};
 pub use self::publish::PublishError;
 pub use self::revocations::CaAdmin;
 use crate::source::SourceOptions;
+use crate::webhook::ReviewContext;
+use palisade_policy::distribute::PushParams;
 
 /// Where the built bundle goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Output {
     /// `--bundle-out DIR`: versions under `DIR`, the current one at `DIR/current`
     /// (see [`publish`]).
     BundleDir(PathBuf),
-    /// `--control-plane ADDR`: straight to a control plane. Not available yet.
-    ControlPlane(String),
+    /// `--control-plane ADDR`: pushed to a control plane started with
+    /// `--from-controller`, as the controller's SVID.
+    ControlPlane(PushParams),
 }
 
 /// Tuning; the defaults suit a cluster.
@@ -84,6 +87,9 @@ pub struct Params {
     /// Told how the controller is doing after each step (for a readiness
     /// endpoint, and for tests to wait on).
     pub progress: Option<tokio::sync::watch::Sender<Progress>>,
+    /// Given each bundle built (leader or not), for the admission webhook this
+    /// replica serves: it checks a new policy against the current bundle.
+    pub review: Option<tokio::sync::watch::Sender<ReviewContext>>,
 }
 
 impl std::fmt::Debug for Params {
@@ -117,8 +123,6 @@ pub struct Progress {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControllerError {
-    #[error("publishing straight to a control plane (`--control-plane {addr}`) is not available yet; publish to a directory with `--bundle-out DIR` and run `palisade control-plane serve --bundle DIR/current`")]
-    ControlPlaneUnavailable { addr: String },
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("cannot read the CA admin credential `{}`: {source}; pass the CA directory's admin.token with --admin-token-file", path.display())]
@@ -134,15 +138,17 @@ pub enum ControllerError {
 /// directory that cannot be created, an unreadable admin credential. Everything
 /// later (the API server or the CA away, a write refused) is logged and retried.
 pub async fn run(params: Params, shutdown: impl Future<Output = ()> + Send) -> Result<(), ControllerError> {
-    let dir = match &params.output {
-        Output::BundleDir(dir) => dir.clone(),
-        Output::ControlPlane(addr) => return Err(ControllerError::ControlPlaneUnavailable { addr: addr.clone() }),
+    let publisher = match &params.output {
+        Output::BundleDir(dir) => publish::Publisher::Dir(publish::DirPublisher::open(dir.clone())?),
+        Output::ControlPlane(push) => publish::Publisher::Push {
+            params: push.clone(),
+            current: None,
+        },
     };
     std::fs::read_to_string(&params.ca.token_file).map_err(|source| ControllerError::AdminToken {
         path: params.ca.token_file.clone(),
         source,
     })?;
-    let publisher = publish::Publisher::open(dir)?;
     let caches = watch::Caches::start(&params.client);
     let elector = leader::Elector::new(params.client.clone(), params.lease.clone());
     let leading = elector.leader();

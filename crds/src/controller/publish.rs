@@ -1,5 +1,14 @@
-//! `--bundle-out DIR`: the built bundle as a directory the control plane reads.
+//! Where each built bundle goes: pushed to the control plane (`--control-plane
+//! ADDR`, [`Publisher::Push`]), or written as a directory it reads (`--bundle-out
+//! DIR`, [`DirPublisher`]).
 //!
+//! **Push.** The bundle's files go to the control plane's `BundleSource.Publish`
+//! over mutual TLS, as the controller's SVID; the control plane loads them with the
+//! same loader and answers with its version. A failed push is retried by the
+//! reconciler with backoff; nothing is pushed when the digest is the one pushed
+//! last.
+//!
+//! **Directory.**
 //! Each version is written whole into its own hidden directory,
 //! `DIR/.bundle-<first 16 hex digits of its digest>` (through a temporary
 //! directory renamed into place), and then the symbolic link `DIR/current` is
@@ -12,6 +21,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use palisade_policy::distribute::{push, PushError, PushParams};
 use palisade_policy::snapshot::SnapshotDigest;
 use palisade_policy::BundleFiles;
 
@@ -38,16 +48,18 @@ pub enum PublishError {
     Io { path: PathBuf, source: io::Error },
     #[error("the bundle writing task failed")]
     TaskFailed,
+    #[error(transparent)]
+    Push(#[from] PushError),
 }
 
 /// Publishes into one directory.
 #[derive(Debug)]
-pub struct Publisher {
+pub struct DirPublisher {
     dir: PathBuf,
     current: Option<Published>,
 }
 
-impl Publisher {
+impl DirPublisher {
     /// Creates `dir` if needed and learns what `dir/current` holds, so that a
     /// restarted controller does not publish the same bundle again.
     ///
@@ -272,5 +284,57 @@ mod tests {
         publisher.publish(&a, a_digest).await.unwrap();
         assert_eq!(BundleFiles::read_dir(tmp.0.join(CURRENT)).unwrap(), a);
         assert_eq!(versions(&tmp.0).len(), 2);
+    }
+}
+
+/// Publishes each built bundle, one way or the other.
+#[derive(Debug)]
+pub enum Publisher {
+    /// `--bundle-out DIR`.
+    Dir(DirPublisher),
+    /// `--control-plane ADDR`.
+    Push {
+        params: PushParams,
+        current: Option<Published>,
+    },
+}
+
+impl Publisher {
+    /// The version published last, if any.
+    pub fn current(&self) -> Option<&Published> {
+        match self {
+            Self::Dir(dir) => dir.current(),
+            Self::Push { current, .. } => current.as_ref(),
+        }
+    }
+
+    /// Publishes `files` (whose digest is `digest`) unless it is already current.
+    ///
+    /// # Errors
+    ///
+    /// Writing the directory or the push failed; `current` is then unchanged.
+    pub async fn publish(&mut self, files: &BundleFiles, digest: SnapshotDigest) -> Result<Published, PublishError> {
+        match self {
+            Self::Dir(dir) => dir.publish(files, digest).await,
+            Self::Push { params, current } => {
+                if let Some(current) = current.as_ref().filter(|c| c.digest == digest) {
+                    return Ok(current.clone());
+                }
+                let pushed = push(params, files).await?;
+                tracing::info!(
+                    version = pushed.version,
+                    digest = %pushed.digest,
+                    changed = pushed.changed,
+                    addr = %params.addr,
+                    "pushed the policy bundle to the control plane"
+                );
+                let published = Published {
+                    digest,
+                    at: super::time::now(),
+                };
+                *current = Some(published.clone());
+                Ok(published)
+            }
+        }
     }
 }

@@ -53,6 +53,8 @@ pub struct Rebuilt {
     /// The canonical files: what is published.
     pub files: BundleFiles,
     pub digest: SnapshotDigest,
+    /// Its trust domain (the MeshConfig's).
+    pub trust_domain: palisade_ca::TrustDomain,
     pub verdicts: Vec<Verdict>,
     /// What was left out or changed, for the log.
     pub notes: Vec<String>,
@@ -97,6 +99,7 @@ impl Rebuilder {
         self.last_valid = built.last_valid;
         let verdicts = built.verdicts.into_iter().map(verdict).collect();
         Ok(Rebuilt {
+            trust_domain: built.bundle.mesh().trust_domain().clone(),
             files: built.files,
             digest: built.digest,
             verdicts,

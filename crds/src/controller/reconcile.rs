@@ -7,6 +7,7 @@
 //! its own backoff when it fails.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::ResourceExt;
@@ -21,6 +22,7 @@ use super::status::{bundle_status, invalid_status, StatusWriter, WithStatus};
 use super::watch::{Caches, Changes};
 use super::{Options, Params, Progress};
 use crate::source::{BuildError, SourceOptions};
+use crate::webhook::ReviewContext;
 
 /// A task that is due now, or later after a failure.
 #[derive(Debug)]
@@ -71,6 +73,7 @@ pub struct Reconciler {
     revocations: Task,
     notes: Vec<String>,
     progress: watch::Sender<Progress>,
+    review: Option<watch::Sender<ReviewContext>>,
 }
 
 impl Reconciler {
@@ -88,6 +91,7 @@ impl Reconciler {
                 .progress
                 .clone()
                 .unwrap_or_else(|| watch::Sender::new(Progress::default())),
+            review: params.review.clone(),
         }
     }
 
@@ -202,6 +206,10 @@ impl Reconciler {
             }
             Err(e) => return Err(e.to_string()),
         };
+        if let Some(review) = &self.review {
+            let context = ReviewContext::new(built.trust_domain.clone());
+            review.send_replace(context.with_files(Arc::new(built.files.clone())));
+        }
         if built.notes != self.notes {
             for note in &built.notes {
                 tracing::info!(note = %note, "building the policy bundle");

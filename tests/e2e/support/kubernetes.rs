@@ -145,6 +145,7 @@ impl Cluster {
                 resync,
             },
             progress: Some(progress_tx),
+            review: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(params, async move {
