@@ -15,9 +15,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use palisade_ca::bundle::certs_from_pem;
-use palisade_ca::client::rotation::{self, Bootstrap, RotationParams};
+use palisade_ca::client::rotation::{self, Bootstrap, RotationParams, Ttl};
 use palisade_ca::client::{revocations, CaEndpoint, ClientError};
 use palisade_ca::revocation::signed::VerifiedList;
 use palisade_ca::svid::unix_seconds;
@@ -134,11 +135,16 @@ pub async fn run(
         FirstSvid::ServiceAccountToken(file) => Bootstrap::ServiceAccountToken(file.clone()),
         FirstSvid::Files { cert, key } => Bootstrap::Existing(Arc::new(read_svid(&config, cert, key)?)),
     };
+    // The mesh's leafTtl, from each snapshot: asked for at the next renewal.
+    let mesh_ttl = watch::Sender::new(None);
     let (svids, rotation) = rotation::start(RotationParams {
         endpoint: endpoint.clone(),
         id: config.id.clone(),
         bootstrap,
-        ttl: config.svid_ttl,
+        ttl: match config.svid_ttl {
+            Some(ttl) => Ttl::Fixed(Some(ttl)),
+            None => Ttl::Follow(mesh_ttl.subscribe()),
+        },
     })
     .await?;
     let resolver = SvidResolver::with(&svids.borrow())?;
@@ -184,7 +190,7 @@ pub async fn run(
             resolver: Arc::clone(&resolver),
             trust_domain: config.id.trust_domain().clone(),
         },
-        applier(ctx.policy.clone(), Arc::clone(&metrics)),
+        applier(ctx.policy.clone(), Arc::clone(&metrics), mesh_ttl),
     );
     tasks.push(follower.task);
 
@@ -239,15 +245,24 @@ pub async fn run(
 
 /// What the snapshot follower does with each snapshot: verify, load, compile,
 /// swap; the error it returns becomes the NACK's message.
-fn applier(policy: PolicyHandle, metrics: Arc<Metrics>) -> impl FnMut(Snapshot) -> Result<(), String> + Send + 'static {
+///
+/// The mesh's `leafTtl` goes to `mesh_ttl`, which the SVID rotation reads at its
+/// next renewal (unless the sidecar has its own `svidTtl`).
+fn applier(
+    policy: PolicyHandle,
+    metrics: Arc<Metrics>,
+    mesh_ttl: watch::Sender<Option<Duration>>,
+) -> impl FnMut(Snapshot) -> Result<(), String> + Send + 'static {
     move |snapshot: Snapshot| {
         let version = snapshot.version();
         let digest = snapshot.digest().to_string();
         let bundle = snapshot.load().map_err(|e| e.to_string())?;
+        let leaf_ttl = bundle.mesh().leaf_ttl();
         // Compiling a large bundle takes a while: keep it off the async workers.
         let state = tokio::task::block_in_place(|| PolicyState::build(version, digest.clone(), bundle))
             .map_err(|e| format!("the snapshot's policies do not compile: {e}"))?;
         policy.store(Some(Arc::new(state)));
+        mesh_ttl.send_if_modified(|ttl| std::mem::replace(ttl, leaf_ttl) != leaf_ttl);
         metrics.set_snapshot_version(version);
         tracing::info!(version, %digest, "policy snapshot in force");
         Ok(())

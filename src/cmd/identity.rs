@@ -46,7 +46,7 @@ impl ServiceIdentity {
             endpoint: endpoint.clone(),
             id,
             bootstrap: bootstrap(first)?,
-            ttl: None,
+            ttl: None.into(),
         })
         .await?;
         let resolver = SvidResolver::with(&svids.borrow())?;

@@ -66,7 +66,7 @@ async fn svid_lifecycle_from_join_token_to_crl() {
         endpoint: endpoint.clone(),
         id: web.clone(),
         bootstrap: Bootstrap::Existing(Arc::new(first)),
-        ttl: Some(Duration::from_secs(4)),
+        ttl: Some(Duration::from_secs(4)).into(),
     })
     .await
     .unwrap();

@@ -29,14 +29,40 @@ pub enum Bootstrap {
     Existing(Arc<Svid>),
 }
 
+/// The lifetime to ask the CA for at each issuance; `None` for the CA's default.
+#[derive(Debug, Clone)]
+pub enum Ttl {
+    /// Always this one (a sidecar's own `svidTtl`).
+    Fixed(Option<Duration>),
+    /// Whatever the channel holds when the request is made: a sidecar follows its
+    /// mesh's `leafTtl` this way, from one renewal to the next.
+    Follow(watch::Receiver<Option<Duration>>),
+}
+
+impl Ttl {
+    /// The lifetime to ask for now.
+    pub fn get(&self) -> Option<Duration> {
+        match self {
+            Self::Fixed(ttl) => *ttl,
+            Self::Follow(ttl) => *ttl.borrow(),
+        }
+    }
+}
+
+impl From<Option<Duration>> for Ttl {
+    fn from(ttl: Option<Duration>) -> Self {
+        Self::Fixed(ttl)
+    }
+}
+
 /// What a rotation needs.
 #[derive(Debug, Clone)]
 pub struct RotationParams {
     pub endpoint: CaEndpoint,
     pub id: SpiffeId,
     pub bootstrap: Bootstrap,
-    /// Requested lifetime; `None` for the CA's default.
-    pub ttl: Option<Duration>,
+    /// The lifetime to ask for at each issuance.
+    pub ttl: Ttl,
 }
 
 /// Gets the first SVID (retrying while the CA is unreachable; a refusal is final)
@@ -46,12 +72,12 @@ pub async fn start(params: RotationParams) -> Result<(watch::Receiver<Arc<Svid>>
         Bootstrap::Existing(svid) => Arc::clone(svid),
         Bootstrap::JoinToken(token) => {
             let credential = Credential::JoinToken(token.clone());
-            Arc::new(retry_transient(|| fetch_svid(&params.endpoint, &params.id, &credential, params.ttl)).await?)
+            Arc::new(retry_transient(|| fetch_svid(&params.endpoint, &params.id, &credential, params.ttl.get())).await?)
         }
         Bootstrap::ServiceAccountToken(path) => Arc::new(
             retry_transient(|| async {
                 let credential = Credential::ServiceAccountToken(read_token(path)?);
-                fetch_svid(&params.endpoint, &params.id, &credential, params.ttl).await
+                fetch_svid(&params.endpoint, &params.id, &credential, params.ttl.get()).await
             })
             .await?,
         ),
@@ -72,7 +98,7 @@ async fn renew_loop(params: RotationParams, tx: watch::Sender<Arc<Svid>>) {
         let credential = Credential::Svid(Arc::clone(&current));
         let mut backoff = Backoff::default();
         loop {
-            match fetch_svid(&params.endpoint, &params.id, &credential, params.ttl).await {
+            match fetch_svid(&params.endpoint, &params.id, &credential, params.ttl.get()).await {
                 Ok(svid) => {
                     tracing::info!(id = %svid.id(), serial = %svid.serial(), "SVID renewed");
                     tx.send_replace(Arc::new(svid));
@@ -171,6 +197,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_lifetime_is_read_at_each_request() {
+        let (tx, rx) = watch::channel(None);
+        let ttl = Ttl::Follow(rx);
+        assert_eq!(ttl.get(), None, "the CA's default until the mesh says");
+        tx.send_replace(Some(Duration::from_secs(1800)));
+        assert_eq!(ttl.get(), Some(Duration::from_secs(1800)));
+        assert_eq!(
+            Ttl::from(Some(Duration::from_secs(60))).get(),
+            Some(Duration::from_secs(60))
+        );
+    }
 
     #[test]
     fn renews_at_half_life_within_the_jitter_band() {

@@ -182,111 +182,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PublishError + '_ {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A directory under the system's temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!("palisade-{name}-{}-{nanos}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn bundle(trust_domain: &str) -> (BundleFiles, SnapshotDigest) {
-        let mut files = BundleFiles::new();
-        files.insert("mesh.yaml", format!("trustDomain: {trust_domain}\n"));
-        files.insert("policies/web/egress/a.cedar", "// nothing\n");
-        let digest = SnapshotDigest::of(&files);
-        (files, digest)
-    }
-
-    fn versions(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(VERSION_PREFIX))
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn a_directory_with_nothing_published_has_no_current_version() {
-        let tmp = TempDir::new("publish-empty");
-        assert_eq!(Publisher::open(&tmp.0).unwrap().current(), None);
-    }
-
-    #[tokio::test]
-    async fn current_points_at_a_complete_version_and_the_one_before_is_kept() {
-        let tmp = TempDir::new("publish");
-        let mut publisher = Publisher::open(&tmp.0).unwrap();
-        for td in ["one.test", "two.test", "three.test"] {
-            let (files, digest) = bundle(td);
-            let published = publisher.publish(&files, digest).await.unwrap();
-            assert_eq!(published.digest, digest);
-            let read = BundleFiles::read_dir(tmp.0.join(CURRENT)).unwrap();
-            assert_eq!(read, files, "current holds exactly the published files");
-        }
-        let link = std::fs::read_link(tmp.0.join(CURRENT)).unwrap();
-        assert!(link.is_relative(), "the link survives moving the directory: {link:?}");
-        assert_eq!(
-            versions(&tmp.0).len(),
-            2,
-            "only the current and the previous version are kept"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unchanged_bundle_writes_nothing_even_after_a_restart() {
-        let tmp = TempDir::new("publish-same");
-        let (files, digest) = bundle("same.test");
-        let first = Publisher::open(&tmp.0).unwrap().publish(&files, digest).await.unwrap();
-        let modified = std::fs::symlink_metadata(tmp.0.join(CURRENT))
-            .unwrap()
-            .modified()
-            .unwrap();
-
-        let mut restarted = Publisher::open(&tmp.0).unwrap();
-        assert_eq!(restarted.current().map(|p| p.digest), Some(digest));
-        let again = restarted.publish(&files, digest).await.unwrap();
-        assert_eq!(again.digest, first.digest);
-        let after = std::fs::symlink_metadata(tmp.0.join(CURRENT))
-            .unwrap()
-            .modified()
-            .unwrap();
-        assert_eq!(modified, after, "the link was not rewritten");
-        assert_eq!(versions(&tmp.0).len(), 1);
-    }
-
-    #[tokio::test]
-    async fn going_back_to_an_earlier_bundle_reuses_its_directory() {
-        let tmp = TempDir::new("publish-back");
-        let mut publisher = Publisher::open(&tmp.0).unwrap();
-        let (a, a_digest) = bundle("a.test");
-        let (b, b_digest) = bundle("b.test");
-        publisher.publish(&a, a_digest).await.unwrap();
-        publisher.publish(&b, b_digest).await.unwrap();
-        publisher.publish(&a, a_digest).await.unwrap();
-        assert_eq!(BundleFiles::read_dir(tmp.0.join(CURRENT)).unwrap(), a);
-        assert_eq!(versions(&tmp.0).len(), 2);
-    }
-}
-
 /// Publishes each built bundle, one way or the other.
 #[derive(Debug)]
 pub enum Publisher {
@@ -336,5 +231,110 @@ impl Publisher {
                 Ok(published)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory under the system's temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir = std::env::temp_dir().join(format!("palisade-{name}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn bundle(trust_domain: &str) -> (BundleFiles, SnapshotDigest) {
+        let mut files = BundleFiles::new();
+        files.insert("mesh.yaml", format!("trustDomain: {trust_domain}\n"));
+        files.insert("policies/web/egress/a.cedar", "// nothing\n");
+        let digest = SnapshotDigest::of(&files);
+        (files, digest)
+    }
+
+    fn versions(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(VERSION_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_directory_with_nothing_published_has_no_current_version() {
+        let tmp = TempDir::new("publish-empty");
+        assert_eq!(DirPublisher::open(&tmp.0).unwrap().current(), None);
+    }
+
+    #[tokio::test]
+    async fn current_points_at_a_complete_version_and_the_one_before_is_kept() {
+        let tmp = TempDir::new("publish");
+        let mut publisher = DirPublisher::open(&tmp.0).unwrap();
+        for td in ["one.test", "two.test", "three.test"] {
+            let (files, digest) = bundle(td);
+            let published = publisher.publish(&files, digest).await.unwrap();
+            assert_eq!(published.digest, digest);
+            let read = BundleFiles::read_dir(tmp.0.join(CURRENT)).unwrap();
+            assert_eq!(read, files, "current holds exactly the published files");
+        }
+        let link = std::fs::read_link(tmp.0.join(CURRENT)).unwrap();
+        assert!(link.is_relative(), "the link survives moving the directory: {link:?}");
+        assert_eq!(
+            versions(&tmp.0).len(),
+            2,
+            "only the current and the previous version are kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_bundle_writes_nothing_even_after_a_restart() {
+        let tmp = TempDir::new("publish-same");
+        let (files, digest) = bundle("same.test");
+        let first = DirPublisher::open(&tmp.0).unwrap().publish(&files, digest).await.unwrap();
+        let modified = std::fs::symlink_metadata(tmp.0.join(CURRENT))
+            .unwrap()
+            .modified()
+            .unwrap();
+
+        let mut restarted = DirPublisher::open(&tmp.0).unwrap();
+        assert_eq!(restarted.current().map(|p| p.digest), Some(digest));
+        let again = restarted.publish(&files, digest).await.unwrap();
+        assert_eq!(again.digest, first.digest);
+        let after = std::fs::symlink_metadata(tmp.0.join(CURRENT))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(modified, after, "the link was not rewritten");
+        assert_eq!(versions(&tmp.0).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn going_back_to_an_earlier_bundle_reuses_its_directory() {
+        let tmp = TempDir::new("publish-back");
+        let mut publisher = DirPublisher::open(&tmp.0).unwrap();
+        let (a, a_digest) = bundle("a.test");
+        let (b, b_digest) = bundle("b.test");
+        publisher.publish(&a, a_digest).await.unwrap();
+        publisher.publish(&b, b_digest).await.unwrap();
+        publisher.publish(&a, a_digest).await.unwrap();
+        assert_eq!(BundleFiles::read_dir(tmp.0.join(CURRENT)).unwrap(), a);
+        assert_eq!(versions(&tmp.0).len(), 2);
     }
 }

@@ -212,7 +212,7 @@ async fn the_sidecar_bootstraps_from_its_token_file() {
         endpoint: cluster.ca.endpoint.clone(),
         id: web.clone(),
         bootstrap: Bootstrap::ServiceAccountToken(file.clone()),
-        ttl: None,
+        ttl: None.into(),
     };
 
     std::fs::write(&file, "token-web-1\n").unwrap();
