@@ -307,7 +307,11 @@ mod tests {
     async fn an_unchanged_bundle_writes_nothing_even_after_a_restart() {
         let tmp = TempDir::new("publish-same");
         let (files, digest) = bundle("same.test");
-        let first = DirPublisher::open(&tmp.0).unwrap().publish(&files, digest).await.unwrap();
+        let first = DirPublisher::open(&tmp.0)
+            .unwrap()
+            .publish(&files, digest)
+            .await
+            .unwrap();
         let modified = std::fs::symlink_metadata(tmp.0.join(CURRENT))
             .unwrap()
             .modified()
