@@ -245,7 +245,8 @@ pub struct ControlPlaneServe {
     pub bundle: Option<PathBuf>,
     /// Take the bundle from the Kubernetes controller instead of a directory: it pushes
     /// what it renders from the cluster (`palisade controller run --control-plane ADDR`).
-    /// Until its first push, proxies get only the mesh settings and deny everything.
+    /// Until its first push it sends proxies nothing: they keep their last snapshot, and a
+    /// new proxy denies everything.
     #[arg(long, conflicts_with = "bundle", requires = "trust_domain")]
     pub from_controller: bool,
     /// The trust domain, with --from-controller (a bundle directory names its own).

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use palisade_policy::distribute::{
     control_plane_id, push_source, serve, watch_bundle, BundleWatch, PolicyEvent, ProxyStatus, Published, Publisher,
-    ServeParams, Source as PushService, WatchParams,
+    PushService, ServeParams, WatchParams,
 };
-use palisade_policy::proto::v1::bundle_source_server::BundleSourceServer;
 use palisade_proxy::admin::{self, Page, Pages};
 use serde_json::json;
 use tokio::sync::watch;
@@ -119,15 +118,16 @@ enum Source {
 }
 
 impl Source {
-    /// Waiting for the controller, with only the mesh settings of `td` until then:
-    /// a proxy that connects first denies everything.
+    /// Waiting for the controller: version 0, the mesh settings of `td` only, is
+    /// never sent, so a proxy keeps what it has (a new one denies everything) until
+    /// the first push.
     fn pushed(td: &str, on_event: impl FnMut(&PolicyEvent) + Send + 'static) -> anyhow::Result<Self> {
         let td = palisade_ca::TrustDomain::new(td).map_err(|e| UsageError(format!("--trust-domain: {e}")))?;
         let mesh = format!("trustDomain: {}\n", td.as_str());
         let files = palisade_policy::BundleFiles::from_iter([("mesh.yaml".to_owned(), mesh)]);
         let (files, bundle) = palisade_policy::load_canonical(&files)
             .map_err(|d| anyhow::anyhow!("the starting bundle of {td} is invalid:\n{d}"))?;
-        let (publisher, published) = Publisher::new(Published::first(files, bundle), on_event);
+        let (publisher, published) = Publisher::new(Published::awaiting(files, bundle), on_event);
         Ok(Self::Pushed(Arc::new(tokio::sync::Mutex::new(publisher)), published))
     }
 
@@ -146,7 +146,7 @@ impl Source {
     }
 
     /// The `BundleSource` service, when the controller pushes.
-    fn push(&self, td: &palisade_ca::TrustDomain) -> anyhow::Result<Option<BundleSourceServer<PushService>>> {
+    fn push(&self, td: &palisade_ca::TrustDomain) -> anyhow::Result<Option<PushService>> {
         match self {
             Self::Directory(..) => Ok(None),
             Self::Pushed(publisher, _) => Ok(Some(push_source(Arc::clone(publisher), td)?)),

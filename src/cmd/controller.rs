@@ -96,7 +96,14 @@ async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
             timing: LeaseTiming::default(),
         },
         cluster_domain: a.cluster_domain,
-        options: Options::default(),
+        options: match &output {
+            // A restarted control plane waits for a push: resync often.
+            Output::ControlPlane(_) => Options {
+                resync: std::time::Duration::from_secs(30),
+                ..Options::default()
+            },
+            Output::BundleDir(_) => Options::default(),
+        },
         progress: None,
         review,
     };

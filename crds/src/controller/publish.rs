@@ -5,8 +5,9 @@
 //! **Push.** The bundle's files go to the control plane's `BundleSource.Publish`
 //! over mutual TLS, as the controller's SVID; the control plane loads them with the
 //! same loader and answers with its version. A failed push is retried by the
-//! reconciler with backoff; nothing is pushed when the digest is the one pushed
-//! last.
+//! reconciler with backoff. Every reconcile pushes, even an unchanged bundle (the
+//! control plane answers "unchanged"), so a control plane that restarted gets its
+//! bundle back by the next resync at the latest.
 //!
 //! **Directory.**
 //! Each version is written whole into its own hidden directory,
@@ -212,9 +213,9 @@ impl Publisher {
         match self {
             Self::Dir(dir) => dir.publish(files, digest).await,
             Self::Push { params, current } => {
-                if let Some(current) = current.as_ref().filter(|c| c.digest == digest) {
-                    return Ok(current.clone());
-                }
+                // Pushed even when unchanged (the control plane answers so): a
+                // control plane that restarted waits for its bundle, and gets it at
+                // the next reconcile, a change or the resync.
                 let pushed = push(params, files).await?;
                 tracing::info!(
                     version = pushed.version,

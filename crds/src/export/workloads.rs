@@ -182,6 +182,8 @@ impl Workload<'_> {
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(NON_ROOT_USER),
+                // The projected token and the trust bundle readable by that user.
+                fs_group: Some(NON_ROOT_USER),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".into(),
                     ..SeccompProfile::default()

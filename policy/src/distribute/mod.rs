@@ -53,7 +53,7 @@ use palisade_ca::{SpiffeId, SpiffeIdError, TrustDomain};
 
 pub use client::{follow, FollowError, FollowParams, FollowState, Follower};
 pub use publisher::{Offered, Publisher};
-pub use push::{push, push_source, PushError, PushParams, Pushed, Source};
+pub use push::{push, push_source, OnlyController, PushError, PushParams, PushService, Pushed, Source};
 pub use server::{serve, ServeError, ServeParams};
 pub use status::{ProxyState, ProxyStatus, Refusal, StreamGuard, Version};
 pub use watch::{watch_bundle, BundleWatch, PolicyEvent, Published, WatchParams};

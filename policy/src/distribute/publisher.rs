@@ -47,12 +47,15 @@ pub enum Offered {
 }
 
 impl Publisher {
-    /// Starts at `first` (version 1), reported to `on_event` as accepted.
+    /// Starts at `first`, reported to `on_event` as accepted (unless it is the
+    /// version 0 of a control plane still waiting for its bundle).
     pub fn new(
         first: Published,
         mut on_event: impl FnMut(&PolicyEvent) + Send + 'static,
     ) -> (Self, watch::Receiver<Arc<Published>>) {
-        on_event(&accepted(&first));
+        if first.version > 0 {
+            on_event(&accepted(&first));
+        }
         let last = Ok(first.digest);
         let (tx, rx) = watch::channel(Arc::new(first));
         let on_event: OnEvent = Box::new(on_event);

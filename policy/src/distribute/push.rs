@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
@@ -34,17 +35,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one push may take, the control plane's validation included.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `BundleSource` service as [`super::serve`] runs it.
+pub type PushService = InterceptedService<pb::bundle_source_server::BundleSourceServer<Source>, OnlyController>;
+
 /// The `BundleSource` service for [`super::serve`]: bundles pushed by the
-/// controller of `trust_domain` go to `publisher`.
-pub fn push_source(
-    publisher: Arc<Mutex<Publisher>>,
-    trust_domain: &TrustDomain,
-) -> Result<pb::bundle_source_server::BundleSourceServer<Source>, SpiffeIdError> {
+/// controller of `trust_domain` go to `publisher`. Any other caller is refused
+/// before its message is read (an interceptor sees only the verified peer), so a
+/// mesh workload cannot make the control plane decode large bodies.
+pub fn push_source(publisher: Arc<Mutex<Publisher>>, trust_domain: &TrustDomain) -> Result<PushService, SpiffeIdError> {
+    let controller = controller_id(trust_domain)?;
     let source = Source {
         publisher,
-        controller: controller_id(trust_domain)?,
+        controller: controller.clone(),
     };
-    Ok(pb::bundle_source_server::BundleSourceServer::new(source).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    let server = pb::bundle_source_server::BundleSourceServer::new(source).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Ok(InterceptedService::new(server, OnlyController(controller)))
+}
+
+/// Lets through only calls whose verified client SVID is the controller's.
+#[derive(Debug, Clone)]
+pub struct OnlyController(SpiffeId);
+
+impl Interceptor for OnlyController {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.svid.as_ref())
+            .map(|svid| &svid.id);
+        match caller {
+            Some(id) if *id == self.0 => Ok(request),
+            Some(id) => Err(Status::permission_denied(format!(
+                "`{id}` may not publish bundles; only `{}` may",
+                self.0
+            ))),
+            None => Err(Status::unauthenticated("no verified client SVID")),
+        }
+    }
 }
 
 /// The service behind [`push_source`].

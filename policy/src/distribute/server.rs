@@ -17,11 +17,10 @@ use palisade_ca::tls::SvidResolver;
 use palisade_ca::verify::{SvidClientVerifier, Trust};
 use palisade_ca::SpiffeId;
 
-use super::push::Source;
+use super::push::PushService;
 use super::status::ProxyStatus;
 use super::watch::Published;
 use crate::proto::v1 as pb;
-use crate::proto::v1::bundle_source_server::BundleSourceServer;
 use crate::snapshot::{for_workload, Snapshot};
 
 /// The longest acknowledgement error kept, in bytes; longer ones are cut.
@@ -42,7 +41,7 @@ pub struct ServeParams {
     pub status: Arc<ProxyStatus>,
     /// `BundleSource`, when the bundle comes from the Kubernetes controller
     /// ([`super::push_source`]); `None` when it comes from a directory.
-    pub push: Option<BundleSourceServer<Source>>,
+    pub push: Option<PushService>,
 }
 
 /// The distribution server could not start or stopped.
@@ -104,7 +103,9 @@ impl pb::policy_distribution_server::PolicyDistribution for Distribution {
         tracing::info!(proxy = %id, "policy stream opened");
         let open = self.status.stream_opened(&id);
         let status = Arc::clone(&self.status);
-        let stream = WatchStream::new(self.published.clone()).map(move |published| {
+        // Version 0 is a control plane waiting for its first bundle: nothing to send.
+        let published = WatchStream::new(self.published.clone()).filter(|published| published.version > 0);
+        let stream = published.map(move |published| {
             let _counted_until_dropped = &open;
             let files = for_workload(&published.files, &published.bundle, &id);
             let snapshot = Snapshot::new(published.version, files);

@@ -46,6 +46,16 @@ impl Published {
             bundle,
         }
     }
+
+    /// Version 0: what a control plane holds while it waits for its first bundle
+    /// (pushed by the Kubernetes controller). It is never sent: a proxy keeps the
+    /// snapshot it has (a new one has none and denies everything) until version 1.
+    pub fn awaiting(files: BundleFiles, bundle: Bundle) -> Self {
+        Self {
+            version: 0,
+            ..Self::first(files, bundle)
+        }
+    }
 }
 
 /// One attempt to load the bundle directory, for the policy audit trail.

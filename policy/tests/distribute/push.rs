@@ -15,7 +15,7 @@ use palisade_policy::distribute::{
 };
 use palisade_policy::{load_canonical, load_with_files, BundleFiles};
 
-use crate::support::{control_plane, shop, Ca, Proxy, FRONTEND};
+use crate::support::{control_plane, eventually, shop, Ca, Proxy, FRONTEND};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -36,7 +36,7 @@ async fn start(ca: &Ca) -> Pushed {
     let (files, bundle) = load_canonical(&files).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
-    let (publisher, published) = Publisher::new(Published::first(files, bundle), move |event: &PolicyEvent| {
+    let (publisher, published) = Publisher::new(Published::awaiting(files, bundle), move |event: &PolicyEvent| {
         sink.lock().unwrap().push(event.clone());
     });
     let push = push_source(Arc::new(tokio::sync::Mutex::new(publisher)), &td()).unwrap();
@@ -84,16 +84,13 @@ async fn a_pushed_bundle_is_published_like_the_same_directory() {
     let ca = Ca::new();
     let cp = start(&ca).await;
     let mut frontend = Proxy::of_addr(&ca, &cp.addr, FRONTEND);
-    let first = frontend.next(2 * SECOND).await.expect("the mesh settings at once");
-    assert_eq!(first.version(), 1);
-    assert!(
-        first.load().unwrap().policies().is_empty(),
-        "nothing is allowed before the first push"
-    );
+    // The proxy is connected before the first push...
+    let connected = eventually(2 * SECOND, || frontend.follower.state.borrow().connected.then_some(())).await;
+    assert!(connected.is_some(), "the proxy connects");
 
     let pushed = push(&params(&ca, &cp, &controller()), &shop_files()).await.unwrap();
     let (canonical, _) = load_canonical(&shop_files()).unwrap();
-    assert_eq!(pushed.version, 2);
+    assert_eq!(pushed.version, 1);
     assert!(pushed.changed);
     assert_eq!(pushed.digest, cp.published.borrow().digest.to_string());
     assert_eq!(
@@ -101,14 +98,16 @@ async fn a_pushed_bundle_is_published_like_the_same_directory() {
         canonical,
         "the canonical form is what is served"
     );
-    let second = frontend.next(2 * SECOND).await.expect("the pushed version");
-    assert_eq!(second.version(), 2);
-    assert!(!second.load().unwrap().policies().is_empty());
+    // ...and the first snapshot it gets is the pushed one: the waiting version 0
+    // (mesh settings only, deny all) is never sent.
+    let first = frontend.next(2 * SECOND).await.expect("the pushed version");
+    assert_eq!(first.version(), 1);
+    assert!(!first.load().unwrap().policies().is_empty());
 
     let again = push(&params(&ca, &cp, &controller()), &canonical).await.unwrap();
     assert_eq!(
         (again.version, again.changed),
-        (2, false),
+        (1, false),
         "the same bundle changes nothing"
     );
 }
@@ -129,8 +128,8 @@ async fn an_invalid_push_is_refused_with_its_problems_and_changes_nothing() {
     };
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("policies/web/egress/broken.cedar"), "{error}");
-    assert!(status.message().contains("version 2 stays"), "{error}");
-    assert_eq!(cp.published.borrow().version, 2);
+    assert!(status.message().contains("version 1 stays"), "{error}");
+    assert_eq!(cp.published.borrow().version, 1);
     let rejected = cp
         .events
         .lock()
@@ -151,5 +150,5 @@ async fn only_the_controller_may_push() {
     };
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{error}");
     assert!(status.message().contains("palisade-controller"), "{error}");
-    assert_eq!(cp.published.borrow().version, 1);
+    assert_eq!(cp.published.borrow().version, 0, "nothing was published");
 }
