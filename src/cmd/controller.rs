@@ -53,6 +53,8 @@ async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
                 anyhow::anyhow!("cannot listen on {listen} (webhook): {e}; is another process using it?")
             })?;
+            // Printed bound, so `--webhook-listen 127.0.0.1:0` says which port it got.
+            let bound = listener.local_addr()?;
             let params = WebhookParams {
                 listener,
                 cert: cert.clone(),
@@ -66,7 +68,7 @@ async fn controller_run(a: ControllerRun) -> anyhow::Result<u8> {
                     tracing::error!(error = %e, "the admission webhook stopped");
                 }
             });
-            println!("admission webhook on https://{listen}{}", webhook::server::PATH);
+            println!("admission webhook on https://{bound}{}", webhook::server::PATH);
             (Some(tx), Some(task))
         }
         _ => (None, None),

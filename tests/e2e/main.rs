@@ -14,6 +14,7 @@ mod ca;
 mod demo;
 mod egress;
 mod kubernetes;
+mod kubernetes_push;
 mod mesh;
 mod policy;
 mod support;

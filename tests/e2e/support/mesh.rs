@@ -23,7 +23,7 @@ pub const SHOP: [(&str, &str); 4] = [
 /// A loopback address of its own for each mesh (127.0.0.10, .11, …): ports picked
 /// for a mesh are bound on that address only, so processes of other tests binding
 /// port 0 on 127.0.0.1 can never take them between the pick and the bind.
-fn mesh_ip() -> std::net::IpAddr {
+pub fn mesh_ip() -> std::net::IpAddr {
     static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(10);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::net::IpAddr::from([127, 0, 0, n])

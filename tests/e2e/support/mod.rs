@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -57,41 +57,65 @@ pub fn fails(args: &[&str], code: i32) -> String {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// Its stderr lines, when it was spawned with stderr piped.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts `palisade ARGS` and waits (≤ 30 s) for a stdout line containing
     /// "listening on ADDR".
     pub fn start(args: &[&str]) -> Self {
-        let mut child = palisade()
-            .args(args)
+        Self::spawn(palisade().args(args), "listening on ")
+    }
+
+    /// Starts `command` and waits (≤ 30 s) for a stdout line containing `marker`;
+    /// [`Server::addr`] is the rest of that line. When `command` pipes stderr, its
+    /// lines are echoed and kept for [`Server::logged`].
+    pub fn spawn(command: &mut Command, marker: &'static str) -> Self {
+        let what = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("the palisade binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
+                if let Some(addr) = line.split(marker).nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                 }
             }
         });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let kept = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    kept.lock().unwrap().push(line);
+                }
+            });
+        }
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => addr,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!(
-                    "`palisade {}` exited before listening (its stderr is above)",
-                    args.join(" ")
-                )
+                panic!("`palisade {what}` exited before printing {marker:?} (its stderr is above)")
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("`palisade {}` did not start listening within 30 s", args.join(" "))
+                panic!("`palisade {what}` did not print {marker:?} within 30 s")
             }
         };
-        Self { child, addr }
+        Self { child, addr, stderr }
+    }
+
+    /// How many lines it wrote to its (piped) stderr containing `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        self.stderr.lock().unwrap().iter().filter(|l| l.contains(text)).count()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -209,3 +233,6 @@ pub mod client;
 pub mod external;
 pub mod kubernetes;
 pub mod mesh;
+pub mod push;
+pub mod shop_cluster;
+pub mod webhook;
