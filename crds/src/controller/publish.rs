@@ -224,6 +224,11 @@ impl Publisher {
                     addr = %params.addr,
                     "pushed the policy bundle to the control plane"
                 );
+                // The same bundle keeps its first publication time, so statuses
+                // (which name it) are not rewritten at every reconcile.
+                if let Some(same) = current.as_ref().filter(|c| c.digest == digest) {
+                    return Ok(same.clone());
+                }
                 let published = Published {
                     digest,
                     at: super::time::now(),
