@@ -1,14 +1,14 @@
 //! ServiceAccount-token attestation inside the CA service (`ca serve
 //! --kubernetes-attestation`).
 //!
-//! Each token is reviewed by the Kubernetes API server, bounded in time and in how
-//! many reviews run at once — the callers are not authenticated yet, so they must
+//! Each token is reviewed by the Kubernetes API server, bounded in time, in how
+//! many reviews run at once and in how many start per second — the callers are not authenticated yet, so they must
 //! not be able to pile work onto the API server — and the pure
 //! [`identity_for`] decides what the answer attests. The token itself is never
 //! logged nor echoed in a status.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tonic::Status;
@@ -27,6 +27,13 @@ pub struct ReviewLimits {
     /// How many reviews may run at once; a call beyond that fails at once with
     /// `resource_exhausted`.
     pub max_concurrent: usize,
+    /// How many reviews may start per second on average, after a burst of
+    /// `burst`; a call beyond that fails at once with `resource_exhausted`.
+    /// Without it, short reviews at the concurrency cap would still be thousands
+    /// per second against the API server, from callers nobody has authenticated.
+    pub per_second: u32,
+    /// How many reviews may start at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl Default for ReviewLimits {
@@ -34,6 +41,38 @@ impl Default for ReviewLimits {
         Self {
             timeout: Duration::from_secs(5),
             max_concurrent: 64,
+            per_second: 50,
+            burst: 100,
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens at most, refilled at `per_second`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(limits: &ReviewLimits) -> Self {
+        Self {
+            tokens: f64::from(limits.burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one, after refilling for the time since last.
+    fn take(&mut self, limits: &ReviewLimits, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let refilled = self.tokens + elapsed * f64::from(limits.per_second);
+        self.tokens = refilled.min(f64::from(limits.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -45,6 +84,7 @@ pub(crate) struct TokenReviews {
     audience: String,
     limits: ReviewLimits,
     permits: Arc<Semaphore>,
+    bucket: std::sync::Mutex<Bucket>,
 }
 
 impl TokenReviews {
@@ -54,6 +94,7 @@ impl TokenReviews {
             audience,
             limits,
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
+            bucket: std::sync::Mutex::new(Bucket::full(&limits)),
         }
     }
 }
@@ -87,6 +128,20 @@ pub(crate) async fn attest(reviews: Option<&TokenReviews>, td: &TrustDomain, tok
 
 /// One bounded review.
 async fn review(reviews: &TokenReviews, token: &str) -> Result<TokenReview, Status> {
+    let allowed = {
+        let mut bucket = reviews.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        bucket.take(&reviews.limits, Instant::now())
+    };
+    if !allowed {
+        tracing::warn!(
+            per_second = reviews.limits.per_second,
+            "too many ServiceAccount token reviews; call refused"
+        );
+        return Err(Status::resource_exhausted(format!(
+            "the CA reviews at most {} ServiceAccount tokens per second; try again shortly",
+            reviews.limits.per_second
+        )));
+    }
     let Ok(_permit) = Arc::clone(&reviews.permits).try_acquire_owned() else {
         tracing::warn!(
             limit = reviews.limits.max_concurrent,
@@ -120,5 +175,34 @@ fn attest_status(e: &AttestError) -> Status {
     match e {
         AttestError::Unauthenticated { .. } | AttestError::Audience { .. } => Status::unauthenticated(e.to_string()),
         _ => Status::permission_denied(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let limits = ReviewLimits {
+            per_second: 2,
+            burst: 3,
+            ..ReviewLimits::default()
+        };
+        let mut bucket = Bucket::full(&limits);
+        let t0 = bucket.last;
+        assert!((0..3).all(|_| bucket.take(&limits, t0)), "the burst");
+        assert!(!bucket.take(&limits, t0), "then nothing in the same instant");
+        assert!(
+            bucket.take(&limits, t0 + Duration::from_millis(500)),
+            "one per half second at 2/s"
+        );
+        assert!(!bucket.take(&limits, t0 + Duration::from_millis(600)));
+        let later = t0 + Duration::from_secs(60);
+        assert!(
+            (0..3).all(|_| bucket.take(&limits, later)),
+            "refilled up to the burst, no more"
+        );
+        assert!(!bucket.take(&limits, later));
     }
 }

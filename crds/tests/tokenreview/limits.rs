@@ -37,6 +37,7 @@ async fn reviews_beyond_the_concurrency_cap_are_refused_at_once() {
     let cluster = Cluster::with_limits(ReviewLimits {
         timeout: Duration::from_secs(60),
         max_concurrent: 1,
+        ..ReviewLimits::default()
     })
     .await;
     cluster
@@ -100,4 +101,36 @@ async fn an_api_server_that_refuses_the_ca_makes_reviews_unavailable() {
         .bootstrap(&web, "token-web")
         .await
         .expect("works once the CA may review");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_beyond_the_rate_are_refused_at_once_and_never_reach_the_api_server() {
+    // No refill at all, so that a slow machine cannot refill the bucket between calls.
+    let cluster = Cluster::with_limits(ReviewLimits {
+        per_second: 0,
+        burst: 2,
+        ..ReviewLimits::default()
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        let token = format!("token-{name}");
+        cluster
+            .api
+            .knows(&token, KnownToken::new("shop", name, DEFAULT_AUDIENCE));
+    }
+    // The burst: two reviews at once are fine.
+    for name in ["a", "b"] {
+        let id = id("shop", name);
+        cluster.bootstrap(&id, &format!("token-{name}")).await.unwrap();
+    }
+    // The third is refused before any API call.
+    let c = id("shop", "c");
+    let result = cluster.bootstrap(&c, "token-c").await;
+    let message = refused_with(result, Code::ResourceExhausted);
+    assert!(message.contains("per second"), "{message}");
+    assert!(
+        !cluster.api.seen().iter().any(|s| s.token == "token-c"),
+        "the API server never saw it"
+    );
+    assert_eq!(cluster.ca.live_serials(&c), 0);
 }

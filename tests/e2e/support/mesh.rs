@@ -29,9 +29,22 @@ pub fn mesh_ip() -> std::net::IpAddr {
     std::net::IpAddr::from([127, 0, 0, n])
 }
 
-/// A free port on `ip` (bound and released).
+/// A free port on `ip` (bound and released), never one handed out before in this
+/// test process: two picks released in between could otherwise get the same port
+/// (seen in CI: a sidecar's admin port taken by another of the same mesh).
 pub fn free_port(ip: std::net::IpAddr) -> SocketAddr {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<SocketAddr>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let addr = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(addr)
+        {
+            return addr;
+        }
+    }
 }
 
 /// One workload: its app and its sidecar.
