@@ -212,7 +212,8 @@ impl Reconciler {
         }
         if built.notes != self.notes {
             for note in &built.notes {
-                tracing::info!(note = %note, "building the policy bundle");
+                // Debug-quoted: a note may carry annotation text, which may hold newlines.
+                tracing::info!(note = ?note, "building the policy bundle");
             }
             self.notes.clone_from(&built.notes);
         }
