@@ -8,8 +8,8 @@
 //!
 //! | bundle | Kubernetes |
 //! | --- | --- |
-//! | every namespace used | a `Namespace` |
-//! | `mesh.yaml` | the `MeshConfig` `default` |
+//! | every namespace used | a `Namespace`, labelled with the labels every workload of the namespace shares (the tags a policy can trust) |
+//! | `mesh.yaml` | the `MeshConfig` `default`; `hostDelegations`: each namespace's Service hosts other than cluster names; `selfAssertedLabels`: the workload label keys its Namespace does not give |
 //! | a `workloads.yaml` entry `spiffe://TD/ns/NS/sa/SA` | a `ServiceAccount` SA and a `Deployment` SA (one replica) in NS: pod labels = its labels + `palisade.dev/workload: SA`, annotation `palisade.dev/inbound-port` = the port of the endpoints of the services it serves, containers `app` (`palisade demo app`) and `palisade-proxy` (`palisade proxy run`) |
 //! | a `services.yaml` entry | a `Service` selecting `palisade.dev/workload: SA` of its one server (of its namespace), annotation `palisade.dev/hosts` = its hosts joined by `,`, its labels and ports |
 //! | `policies/NS/DIRECTION/NAME.cedar` | the `CedarPolicy` NAME of NS, text verbatim (`NAME.dry-run.cedar`: `mode: dry-run`); names are unique per namespace |
@@ -25,7 +25,7 @@ mod services;
 mod workloads;
 mod yaml;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 pub use error::ExportError;
 pub use yaml::render_yaml;
 
-use crate::resources::{self, CedarPolicy, EgressAllowlist, MeshConfig, MeshConfigSpec};
+use crate::resources::{self, CedarPolicy, EgressAllowlist, HostDelegation, MeshConfig, MeshConfigSpec};
 
 /// How the exported workloads run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +86,11 @@ pub struct Exported {
 /// Anything in the bundle with no faithful Kubernetes form; see [`ExportError`].
 pub fn export(files: &BundleFiles, bundle: &Bundle, options: &ExportOptions) -> Result<Exported, ExportError> {
     let mesh_file: MeshFile = parse(files, "mesh.yaml")?.unwrap_or_default();
-    let served = services::services(&parse::<Vec<_>>(files, "services.yaml")?.unwrap_or_default())?;
+    let mut served = services::services(&parse::<Vec<_>>(files, "services.yaml")?.unwrap_or_default())?;
     let workloads: Vec<_> = parse(files, "workloads.yaml")?.unwrap_or_default();
+    let trust = workloads::label_trust(&workloads)?;
     let (mut service_accounts, mut deployments) = workloads::workloads(&workloads, &served.inbound_ports, options)?;
-    let mut services = served.services;
+    let mut services = std::mem::take(&mut served.services);
     let mut policies = policies::policies(files)?;
     let mut allowlists = egress::allowlists(&parse::<Vec<_>>(files, "egress.yaml")?.unwrap_or_default())?;
     sort(&mut service_accounts, |o| &o.metadata);
@@ -105,8 +106,11 @@ pub fn export(files: &BundleFiles, bundle: &Bundle, options: &ExportOptions) -> 
         .collect();
     Ok(Exported {
         bundle_digest: bundle.digest(),
-        namespaces: used.into_iter().map(namespace).collect(),
-        mesh: mesh_config(&mesh_file)?,
+        namespaces: used
+            .into_iter()
+            .map(|name| namespace(name, &trust.namespaces))
+            .collect(),
+        mesh: mesh_config(&mesh_file, &served.delegations, &trust.self_asserted)?,
         service_accounts,
         services,
         deployments,
@@ -133,9 +137,10 @@ fn sort<T>(objects: &mut [T], meta: impl Fn(&T) -> &ObjectMeta) {
     });
 }
 
-fn namespace(name: String) -> Namespace {
+fn namespace(name: String, labels: &BTreeMap<String, BTreeMap<String, String>>) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
+            labels: labels.get(&name).filter(|l| !l.is_empty()).cloned(),
             name: Some(name),
             ..ObjectMeta::default()
         },
@@ -143,8 +148,13 @@ fn namespace(name: String) -> Namespace {
     }
 }
 
-/// The MeshConfig `default` of `mesh.yaml`.
-fn mesh_config(file: &MeshFile) -> Result<MeshConfig, ExportError> {
+/// The MeshConfig `default` of `mesh.yaml`, delegating the Services' hosts and
+/// letting pods assert the labels their Namespaces do not give.
+fn mesh_config(
+    file: &MeshFile,
+    delegations: &BTreeMap<String, BTreeSet<String>>,
+    self_asserted: &BTreeSet<String>,
+) -> Result<MeshConfig, ExportError> {
     if let Some(ttl) = file.leaf_ttl.as_deref().filter(|ttl| ttl.starts_with('0')) {
         return Err(ExportError::Invalid {
             what: "the `leafTtl` of `mesh.yaml`".into(),
@@ -159,6 +169,14 @@ fn mesh_config(file: &MeshFile) -> Result<MeshConfig, ExportError> {
             mesh::OutboundMode::RegistryOnly => resources::OutboundMode::RegistryOnly,
             mesh::OutboundMode::AllowAny => resources::OutboundMode::AllowAny,
         },
+        host_delegations: (delegations.iter())
+            .filter(|(_, hosts)| !hosts.is_empty())
+            .map(|(namespace, hosts)| HostDelegation {
+                namespace: namespace.clone(),
+                hosts: hosts.iter().cloned().collect(),
+            })
+            .collect(),
+        self_asserted_labels: self_asserted.iter().cloned().collect(),
     };
     Ok(MeshConfig::new("default", spec))
 }

@@ -54,7 +54,26 @@ pub fn is_palisade(key: &str) -> bool {
     key.starts_with(PALISADE_PREFIX)
 }
 
-/// A pod's labels as policies see them.
+/// Whether policies never see a Namespace label with this key: Kubernetes' own
+/// (`kubernetes.io/metadata.name`, `pod-security.kubernetes.io/enforce`, any
+/// `k8s.io` prefix) or `palisade.dev/*`.
+pub fn is_hidden_namespace_label(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    is_palisade(key)
+        || [".kubernetes.io", ".k8s.io"].iter().any(|s| prefix.ends_with(s))
+        || prefix == "kubernetes.io"
+        || prefix == "k8s.io"
+}
+
+/// A Namespace's labels as policies see them: the tags of its workloads.
+pub fn namespace_policy_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    keep(labels, |key| !is_hidden_namespace_label(key))
+}
+
+/// A pod's labels as policies see them (when the MeshConfig lets pods assert
+/// them).
 pub fn pod_policy_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     keep(labels, |key| !is_hidden_pod_label(key))
 }
@@ -96,6 +115,19 @@ mod tests {
         let seen: Vec<String> = pod_policy_labels(&labels).into_keys().collect();
         assert_eq!(seen, ["app", "pci"]);
         let service: Vec<String> = service_policy_labels(&labels).into_keys().collect();
+        let namespace: BTreeMap<String, String> = [
+            ("pci", "true"),
+            ("team.example.com/owner", "payments"),
+            ("kubernetes.io/metadata.name", "payments"),
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("x.k8s.io/y", "z"),
+            ("palisade.dev/x", "y"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let seen: Vec<String> = namespace_policy_labels(&namespace).into_keys().collect();
+        assert_eq!(seen, ["pci", "team.example.com/owner"]);
         assert!(service.contains(&"pod-template-hash".to_owned()));
         assert!(!service.contains(&"palisade.dev/workload".to_owned()));
     }

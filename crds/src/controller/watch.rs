@@ -3,7 +3,7 @@
 //!
 //! Every change bumps a counter the reconcile loop waits on: one for what the
 //! policy bundle is built from (the three Palisade resources of the bundle,
-//! Services, EndpointSlices, Pods) and one for `CertificateRevocation`s, so a
+//! Services, EndpointSlices, Pods, Namespaces) and one for `CertificateRevocation`s, so a
 //! Pod that comes and goes does not make the controller ask the CA anything.
 //! Nothing is built before every store has listed once ([`Caches::ready`]): a
 //! bundle built from a half-listed cluster would be wrong, not just late.
@@ -11,7 +11,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -43,6 +43,7 @@ pub struct Caches {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    namespaces: Store<Namespace>,
     changes: watch::Sender<Changes>,
     ready: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -62,6 +63,7 @@ impl Caches {
         let services = watch_all(client, &changes, bundle, &mut tasks);
         let slices = watch_all(client, &changes, bundle, &mut tasks);
         let pods = watch_all(client, &changes, bundle, &mut tasks);
+        let namespaces = watch_all(client, &changes, bundle, &mut tasks);
         let mut caches = Self {
             policies,
             allowlists,
@@ -70,6 +72,7 @@ impl Caches {
             services,
             slices,
             pods,
+            namespaces,
             changes,
             ready: watch::Sender::new(false),
             tasks,
@@ -102,6 +105,7 @@ impl Caches {
             services: owned(&self.services),
             slices: owned(&self.slices),
             pods: owned(&self.pods),
+            namespaces: owned(&self.namespaces),
         }
     }
 
@@ -133,10 +137,11 @@ impl Caches {
             self.meshes.clone(),
             self.revocations.clone(),
             (self.services.clone(), self.slices.clone(), self.pods.clone()),
+            self.namespaces.clone(),
         );
         let ready = self.ready.clone();
         async move {
-            let (a, b, c, d, (e, f, g)) = stores;
+            let (a, b, c, d, (e, f, g), h) = stores;
             let all = tokio::try_join!(
                 a.wait_until_ready(),
                 b.wait_until_ready(),
@@ -145,6 +150,7 @@ impl Caches {
                 e.wait_until_ready(),
                 f.wait_until_ready(),
                 g.wait_until_ready(),
+                h.wait_until_ready(),
             );
             if all.is_ok() {
                 ready.send_replace(true);

@@ -13,12 +13,14 @@ use super::workloads::check_labels;
 use super::ExportError;
 use crate::labels::{is_palisade, HOSTS_ANNOTATION, WORKLOAD_LABEL};
 
-/// The Services, and the inbound port of each workload (SPIFFE ID) whose
-/// services list endpoints.
+/// The Services, the inbound port of each workload (SPIFFE ID) whose services
+/// list endpoints, and the hosts each namespace's Services claim beyond their
+/// cluster names (which the `MeshConfig` must delegate to it).
 #[derive(Debug, Default)]
 pub(super) struct Served {
     pub(super) services: Vec<Service>,
     pub(super) inbound_ports: BTreeMap<String, u16>,
+    pub(super) delegations: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A Service per entry, in entry order.
@@ -30,6 +32,9 @@ pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> 
         let what = format!("service `{}/{}`", entry.namespace, entry.name);
         check_labels(&what, &entry.labels, is_palisade)?;
         served.services.push(service(entry, &service_account));
+        let foreign = entry.hosts.iter().filter(|h| !is_cluster_name(h)).cloned();
+        let delegated = served.delegations.entry(entry.namespace.clone()).or_default();
+        delegated.extend(foreign);
         let endpoint_ports = entry
             .endpoints
             .iter()
@@ -53,6 +58,13 @@ pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> 
         }
     }
     Ok(served)
+}
+
+/// Whether `host` is a cluster name (`….svc`, `….svc.cluster.local`), which a
+/// Service owns by its name and no delegation can give.
+fn is_cluster_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host.ends_with(".svc") || host.ends_with(".svc.cluster.local")
 }
 
 /// The one identity serving the entry, of its namespace: (SPIFFE ID, service account).
@@ -129,6 +141,8 @@ mod tests {
         assert_eq!(spec.selector.as_ref().unwrap()[WORKLOAD_LABEL], "payments");
         assert_eq!(spec.ports.as_ref().unwrap()[0].port, 8080);
         assert_eq!(served.inbound_ports[PAYMENTS], 15004);
+        let delegated: Vec<&String> = served.delegations["payments"].iter().collect();
+        assert_eq!(delegated, ["payments.shop"], "its cluster name needs no delegation");
     }
 
     #[test]

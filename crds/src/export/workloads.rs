@@ -7,7 +7,7 @@
 //! `palisade-trust-bundle`. No Secret is mounted; both containers run as
 //! non-root with a read-only root filesystem and no capabilities.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -21,7 +21,9 @@ use palisade_policy::registry::WorkloadEntry;
 
 use super::names::{is_dns_subdomain, is_label_key, is_label_value};
 use super::{ExportError, ExportOptions};
-use crate::labels::{is_hidden_pod_label, DEFAULT_INBOUND_PORT, INBOUND_PORT_ANNOTATION, WORKLOAD_LABEL};
+use crate::labels::{
+    is_hidden_namespace_label, is_hidden_pod_label, DEFAULT_INBOUND_PORT, INBOUND_PORT_ANNOTATION, WORKLOAD_LABEL,
+};
 
 /// Where the demo app listens, and where the sidecar forwards allowed requests.
 const APP_ADDRESS: &str = "127.0.0.1:8080";
@@ -47,11 +49,9 @@ pub(super) fn workloads(
     let mut deployments = Vec::with_capacity(entries.len());
     for entry in entries {
         let (namespace, account) = identity(&entry.spiffe_id)?;
-        check_labels(
-            &format!("workload `{}`", entry.spiffe_id),
-            &entry.labels,
-            is_hidden_pod_label,
-        )?;
+        check_labels(&format!("workload `{}`", entry.spiffe_id), &entry.labels, |key| {
+            is_hidden_pod_label(key) || is_hidden_namespace_label(key)
+        })?;
         let workload = Workload {
             id: &entry.spiffe_id,
             namespace: &namespace,
@@ -67,6 +67,36 @@ pub(super) fn workloads(
         deployments.push(workload.deployment(options));
     }
     Ok((accounts, deployments))
+}
+
+/// Where the exported workloads' labels go: the labels every workload of a
+/// namespace shares go on the Namespace (tags a policy can trust); the keys of
+/// the others become self-asserted (pods give them).
+#[derive(Debug, Default)]
+pub(super) struct LabelTrust {
+    pub(super) namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub(super) self_asserted: BTreeSet<String>,
+}
+
+/// Splits the workloads' labels into Namespace labels and self-asserted keys, so
+/// that the controller gives each identity exactly its labels back.
+pub(super) fn label_trust(entries: &[WorkloadEntry]) -> Result<LabelTrust, ExportError> {
+    let mut by_namespace: BTreeMap<String, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
+    for entry in entries {
+        let (namespace, _) = identity(&entry.spiffe_id)?;
+        by_namespace.entry(namespace).or_default().push(&entry.labels);
+    }
+    let mut trust = LabelTrust::default();
+    for (namespace, sets) in by_namespace {
+        let mut shared = sets.first().map(|s| (*s).clone()).unwrap_or_default();
+        for set in &sets {
+            shared.retain(|key, value| set.get(key) == Some(value));
+        }
+        let rest = (sets.iter().flat_map(|s| s.keys())).filter(|key| !shared.contains_key(*key));
+        trust.self_asserted.extend(rest.cloned());
+        trust.namespaces.insert(namespace, shared);
+    }
+    Ok(trust)
 }
 
 /// Every label is a valid Kubernetes label that `hidden` lets through.

@@ -47,8 +47,9 @@ const fn kind(
 }
 
 /// Every resource served.
-pub const KINDS: [Kind; 8] = [
+pub const KINDS: [Kind; 9] = [
     kind("", "v1", "pods", "Pod", true, true),
+    kind("", "v1", "namespaces", "Namespace", false, false),
     kind("", "v1", "services", "Service", true, true),
     kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, false),
     kind("coordination.k8s.io", "v1", "leases", "Lease", true, false),

@@ -258,6 +258,13 @@ mod tests {
         );
         let t = Target::parse("/api/v1/pods").unwrap();
         assert_eq!((t.kind.kind, t.namespace, t.name), ("Pod", None, None));
+        let t = Target::parse("/api/v1/namespaces").unwrap();
+        assert_eq!((t.kind.kind, t.namespace, t.name), ("Namespace", None, None));
+        let t = Target::parse("/api/v1/namespaces/web").unwrap();
+        assert_eq!(
+            (t.kind.kind, t.namespace, t.name.as_deref()),
+            ("Namespace", None, Some("web"))
+        );
         let t = Target::parse("/apis/palisade.dev/v1alpha1/meshconfigs/default").unwrap();
         assert_eq!((t.kind.kind, t.name.as_deref()), ("MeshConfig", Some("default")));
     }
@@ -267,7 +274,7 @@ mod tests {
         for path in [
             "/",
             "/apis",
-            "/api/v1/namespaces",
+            "/api/v1/configmaps",
             "/api/v1/secrets",
             "/apis/palisade.dev/v1alpha1/namespaces/web/meshconfigs",
             "/apis/coordination.k8s.io/v1/namespaces/a/leases/l/status",

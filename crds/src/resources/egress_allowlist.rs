@@ -67,7 +67,9 @@ pub struct EgressAllowlistSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    /// The workload's pods carry every one of these labels with this value.
+    /// The workload has every one of these labels with this value, as policies
+    /// see its labels: its Namespace's labels, and the pod labels the MeshConfig's
+    /// `selfAssertedLabels` lets pods give.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// The workload runs as one of these service accounts.

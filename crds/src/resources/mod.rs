@@ -25,7 +25,7 @@ pub mod status;
 pub use cedar_policy::{CedarPolicy, CedarPolicySpec, PolicyDirection, PolicyMode};
 pub use certificate_revocation::{CertificateRevocation, CertificateRevocationSpec};
 pub use egress_allowlist::{EgressAllowlist, EgressAllowlistSpec, EgressProtocol, WorkloadSelector};
-pub use mesh_config::{MeshConfig, MeshConfigSpec, OutboundMode};
+pub use mesh_config::{HostDelegation, MeshConfig, MeshConfigSpec, OutboundMode};
 pub use status::{Condition, ResourceStatus};
 
 /// The API group.

@@ -59,6 +59,11 @@ impl Blame {
         blame
     }
 
+    /// Starts `namespace` on `standing` (its policies over budget).
+    pub(super) fn hold(&mut self, namespace: &str, standing: Standing) {
+        self.standings.insert(namespace.to_owned(), standing);
+    }
+
     /// Which policies `namespace` has this round.
     pub(super) fn standing(&self, namespace: &str) -> Standing {
         self.standings.get(namespace).copied().unwrap_or(Standing::Current)

@@ -8,11 +8,12 @@ use palisade_policy::snapshot::SnapshotDigest;
 use palisade_policy::{load_canonical, load_files, Bundle, BundleFiles};
 
 use super::blame::{Blame, Standing};
+use super::budget::{self, Cuts, Part, PolicyCut, Size, Usage};
 use super::egress;
 use super::policies::{self, PolicyItem};
 use super::render::{yaml, Rendered};
-use super::services::{self, ServiceItem};
-use super::workloads::{self, LivePods};
+use super::services::{self, HostRules, ServiceItem};
+use super::workloads::{self, LabelTrust, LivePods};
 use super::{mesh, BuildError, ClusterState, Kind, LastValid, Outcome, SourceOptions, Verdict};
 use crate::resources::MeshConfig;
 
@@ -52,7 +53,7 @@ pub struct Built {
 pub fn build(state: &ClusterState, last_valid: &LastValid, options: &SourceOptions) -> Result<Built, BuildError> {
     let mesh = state.mesh.as_ref().ok_or(BuildError::NoMeshConfig)?;
     let inputs = Inputs::new(state, mesh, last_valid, options);
-    let mut blame = Blame::new(&inputs.policy_invalid, &state.policies);
+    let mut blame = inputs.blame();
     let round = loop {
         let round = inputs.render(&blame)?;
         match load_files(&round.files) {
@@ -89,6 +90,8 @@ struct Inputs<'a> {
     policies: BTreeMap<&'a str, Vec<PolicyItem<'a>>>,
     /// Policies that cannot be files at all, with why.
     policy_invalid: BTreeMap<usize, String>,
+    /// What namespaces over their budget lose.
+    cuts: Cuts,
     notes: Vec<String>,
 }
 
@@ -116,14 +119,23 @@ pub(super) enum PolicyOwner {
 impl<'a> Inputs<'a> {
     fn new(state: &'a ClusterState, mesh: &'a MeshConfig, last_valid: &'a LastValid, options: &SourceOptions) -> Self {
         let pods = LivePods::new(&state.pods, &mesh.spec.trust_domain);
-        let (workloads, mut notes) = workloads::workloads(&pods);
-        let (services, service_notes) = services::services(&state.services, &state.slices, &pods, options);
+        let namespaces = state.namespace_labels();
+        let trust = LabelTrust {
+            namespaces: &namespaces,
+            self_asserted: &mesh.spec.self_asserted_labels,
+        };
+        let (workloads, mut notes) = workloads::workloads(&pods, trust);
+        let rules = HostRules {
+            options,
+            delegations: &mesh.spec.host_delegations,
+        };
+        let (services, service_notes) = services::services(&state.services, &state.slices, &pods, &rules);
         notes.extend(service_notes);
         let (mut policies, policy_invalid) = policies::items(&state.policies);
         for namespace in last_valid.namespaces() {
             policies.entry(namespace).or_default();
         }
-        Self {
+        let mut inputs = Self {
             state,
             mesh,
             last_valid,
@@ -131,8 +143,85 @@ impl<'a> Inputs<'a> {
             services,
             policies,
             policy_invalid,
+            cuts: Cuts::default(),
             notes,
+        };
+        inputs.cuts = budget::plan(&inputs.usage());
+        inputs.leave_out_what_is_over_budget();
+        inputs
+    }
+
+    /// What each namespace contributes to the bundle.
+    fn usage(&self) -> BTreeMap<String, Usage> {
+        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+        for (id, entry) in &self.workloads {
+            usage.entry(namespace_of(id)).or_default().workloads += size("workloads.yaml", entry);
         }
+        for item in &self.services {
+            usage.entry(item.key.0.clone()).or_default().services += size("services.yaml", &item.entry);
+        }
+        let live: BTreeSet<&str> = self.workloads.keys().map(String::as_str).collect();
+        let (entries, _) = egress::entries(&self.state.allowlists, &self.mesh.spec.trust_domain, &live, &|_| false);
+        for item in &entries {
+            let namespace = (self.state.allowlists.get(item.allowlist)).and_then(|a| a.metadata.namespace.clone());
+            usage.entry(namespace.unwrap_or_default()).or_default().egress += size("egress.yaml", &item.entry);
+        }
+        for (namespace, items) in &self.policies {
+            let used = usage.entry((*namespace).to_owned()).or_default();
+            used.policies = Size {
+                files: items.len(),
+                bytes: items.iter().map(|i| i.text.len()).sum(),
+            };
+            used.held = (self.held_files(namespace)).fold(Size::default(), |size, (_, text)| Size {
+                files: size.files + 1,
+                bytes: size.bytes + text.len(),
+            });
+        }
+        usage
+    }
+
+    /// Leaves out the workloads and Services of namespaces over their budget
+    /// (their policies and allowlists are the blame's, see [`Self::blame`]).
+    fn leave_out_what_is_over_budget(&mut self) {
+        let cuts = &self.cuts;
+        let notes = &mut self.notes;
+        self.workloads.retain(|id, _| {
+            let namespace = namespace_of(id);
+            let Some(why) = cuts.reason(&namespace, Part::Workloads) else {
+                return true;
+            };
+            notes.push(format!("workload `{id}` is left out: {why}"));
+            false
+        });
+        self.services.retain(|item| {
+            let (namespace, name) = &item.key;
+            let Some(why) = cuts.reason(namespace, Part::Services) else {
+                return true;
+            };
+            notes.push(format!("service `{namespace}/{name}` is left out: {why}"));
+            false
+        });
+    }
+
+    /// The blame to start from: the policies that cannot be files, the
+    /// namespaces whose policies are over budget, and the allowlists of those
+    /// whose allowlist entries are.
+    fn blame(&self) -> Blame {
+        let mut blame = Blame::new(&self.policy_invalid, &self.state.policies);
+        for (namespace, (cut, _)) in &self.cuts.policies {
+            let standing = match cut {
+                PolicyCut::Held => Standing::Held,
+                PolicyCut::Empty => Standing::Empty,
+            };
+            blame.hold(namespace, standing);
+        }
+        for (index, allowlist) in self.state.allowlists.iter().enumerate() {
+            let namespace = allowlist.metadata.namespace.as_deref().unwrap_or_default();
+            if let Some(why) = self.cuts.reason(namespace, Part::Egress) {
+                blame.invalid_allowlists.insert(index, vec![format!("error: {why}")]);
+            }
+        }
+        blame
     }
 
     /// The files, leaving out what `blame` decided.
@@ -231,6 +320,17 @@ impl<'a> Inputs<'a> {
                 message: messages.join("\n\n"),
             };
         }
+        if let Some(why) = self.cuts.reason(namespace, Part::Policies) {
+            let held = match blame.standing(namespace) {
+                Standing::Held if self.held_files(namespace).next().is_some() => {
+                    "it keeps its last valid policy set".to_owned()
+                }
+                _ => "none of its policies apply and every call to and from it is denied".to_owned(),
+            };
+            return Outcome::Held {
+                message: format!("not in effect: {why}; until then {held}"),
+            };
+        }
         let invalid: Vec<String> = (blame.invalid_policies.keys())
             .filter_map(|i| self.state.policies.get(*i))
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
@@ -268,6 +368,17 @@ impl<'a> Inputs<'a> {
         }
         last_valid
     }
+}
+
+/// The bytes `entry` takes in the YAML list `file`.
+fn size<T: serde::Serialize>(file: &'static str, entry: &T) -> usize {
+    yaml(file, std::slice::from_ref(entry)).map_or(0, |text| text.len())
+}
+
+/// The namespace of a workload's SPIFFE ID (`spiffe://TD/ns/NS/sa/SA`).
+fn namespace_of(id: &str) -> String {
+    let after = id.split_once("/ns/").map_or("", |(_, rest)| rest);
+    after.split_once('/').map_or(after, |(ns, _)| ns).to_owned()
 }
 
 fn verdict(kind: Kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, outcome: Outcome) -> Verdict {

@@ -15,14 +15,25 @@
 //! | Kubernetes | bundle |
 //! | --- | --- |
 //! | `MeshConfig` `default` | `mesh.yaml`: `trustDomain`, `outboundMode`, `leafTtl`. None: [`BuildError::NoMeshConfig`], nothing is published (fail closed) |
-//! | Pods (not `Succeeded`/`Failed`, not being deleted) | `workloads.yaml`: one entry per identity `spiffe://TD/ns/NS/sa/SA` (`spec.serviceAccountName`, default `default`); labels = the pods' labels minus controller bookkeeping (`pod-template-hash`, `controller-revision-hash`, `statefulset.kubernetes.io/pod-name`, `apps.kubernetes.io/pod-index`, `batch.kubernetes.io/*`, `job-name`, `controller-uid`) and `palisade.dev/*`; when the pods of one identity disagree, only the labels they all share with one value (the dropped keys are in [`Built::notes`]) |
-//! | Services with a selector | `services.yaml`: `namespace`, `name`; `hosts` = annotation `palisade.dev/hosts` (comma-separated), else `NAME.NS.svc` and `NAME.NS.svc.CLUSTER_DOMAIN`; `ports` = `spec.ports[].port`; `labels` = its labels minus `palisade.dev/*`; `servedBy` = the identities of the live pods its selector picks in its namespace (none: left out, noted); `endpoints` = `IP:PORT` (`[IPv6]:PORT`) of every address of its EndpointSlices (label `kubernetes.io/service-name`) whose `ready` is not `false`, PORT the target pod's `palisade.dev/inbound-port` (default 15006, the sidecar's inbound listener) |
+//! | Pods (not `Succeeded`/`Failed`, not being deleted) | `workloads.yaml`: one entry per identity `spiffe://TD/ns/NS/sa/SA` (`spec.serviceAccountName`, default `default`); labels = the labels of its **Namespace** (minus Kubernetes' own `*kubernetes.io/*`, `*k8s.io/*` and `palisade.dev/*`), plus the pods' labels whose keys the MeshConfig lists in `selfAssertedLabels` and the Namespace does not set (minus controller bookkeeping: `pod-template-hash`, `controller-revision-hash`, …); when the pods of one identity disagree on those, only the labels they all share with one value (the dropped keys are in [`Built::notes`]) |
+//! | Services with a selector | `services.yaml`: `namespace`, `name`; `hosts` = annotation `palisade.dev/hosts` (comma-separated: its own cluster names and the names the MeshConfig's `hostDelegations` give its namespace), else `NAME.NS.svc` and `NAME.NS.svc.CLUSTER_DOMAIN`; `ports` = `spec.ports[].port`; `labels` = its labels minus `palisade.dev/*`; `servedBy` = the identities of the live pods its selector picks in its namespace (none: left out, noted); `endpoints` = `IP:PORT` (`[IPv6]:PORT`) of every address of its EndpointSlices (label `kubernetes.io/service-name`) whose `ready` is not `false`, PORT the target pod's `palisade.dev/inbound-port` (default 15006, the sidecar's inbound listener) |
 //! | `EgressAllowlist` | one `egress.yaml` entry per host: `ports`, `protocol`, `workloads` = `namespaces: [its namespace]`, its `labels`, `spiffeIds` of its `serviceAccounts` that have a live pod (none: no entry, which matches nothing either) |
 //! | `CedarPolicy` | `policies/NS/DIRECTION/NAME.cedar` (`NAME.dry-run.cedar` for `mode: dry-run`), text verbatim ([`policy_file`]) |
 //!
-//! A Service's annotation may list a cluster-style host (`….svc`,
-//! `….svc.CLUSTER_DOMAIN`) only of its own name, and when two Services claim one
-//! host the older keeps it: a Service never takes another's name.
+//! # What one namespace's objects cannot do to another
+//!
+//! Whoever may write objects in one namespace must not widen access elsewhere
+//! nor stop the bundle for everyone:
+//!
+//! - **Tags** come from the Namespace, which only cluster administrators label:
+//!   a pod cannot give itself `pci: "true"` (only keys listed in
+//!   `selfAssertedLabels` are taken from pods).
+//! - **Hosts**: a Service may claim its own cluster names and the names
+//!   delegated to its namespace, never an allowlisted external host; when two
+//!   Services claim one host the older keeps it.
+//! - **Size**: each namespace has a budget, and when the whole bundle would be
+//!   over the loader's limits the biggest contributors are cut first (see
+//!   [`NAMESPACE_POLICIES`] and the `budget` module).
 //!
 //! # What is invalid is left out, never half-applied
 //!
@@ -44,6 +55,7 @@
 //! Each round leaves out more, or the build fails with [`BuildError::Invalid`].
 
 mod blame;
+mod budget;
 mod build;
 mod egress;
 mod error;
@@ -59,6 +71,7 @@ mod workloads;
 #[cfg(test)]
 pub(crate) mod test_objects;
 
+pub use budget::{NAMESPACE_ENTRY_BYTES, NAMESPACE_POLICIES, NAMESPACE_POLICY_BYTES};
 pub use build::{build, Built};
 pub use error::BuildError;
 pub use last_valid::LastValid;

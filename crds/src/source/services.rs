@@ -8,10 +8,21 @@
 //! sidecar port ([`INBOUND_PORT_ANNOTATION`], default [`DEFAULT_INBOUND_PORT`]).
 //!
 //! Hosts: the [`HOSTS_ANNOTATION`] when present, else `NAME.NS.svc` and
-//! `NAME.NS.svc.CLUSTER_DOMAIN`. Two rules keep a Service from taking another's
-//! name: a cluster-style host (`….svc`, `….svc.CLUSTER_DOMAIN`) in the annotation
-//! must be one of the Service's own, and when two Services claim one host the
-//! older keeps it (then by namespace and name) and the other is left out.
+//! `NAME.NS.svc.CLUSTER_DOMAIN`. Whoever may create a Service in a namespace
+//! sets that annotation, so three rules keep a Service from taking a name that is
+//! not its namespace's, each leaving the Service out (never the other party):
+//!
+//! - a cluster-style host (`….svc`, `….svc.CLUSTER_DOMAIN`) must be one of the
+//!   Service's own;
+//! - any other host must be delegated to the Service's namespace by the
+//!   `MeshConfig`'s `hostDelegations` (an exact name, or `*.domain` for exactly
+//!   one more label), which only cluster administrators write;
+//! - when two Services claim one host the older keeps it (then by namespace and
+//!   name) and the other is left out.
+//!
+//! A name delegated to a namespace is a mesh name: an `EgressAllowlist` that
+//! lists it is the one the loader refuses, so an allowlist cannot push a Service
+//! out of the mesh either.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,11 +31,14 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use palisade_policy::registry::ServiceEntry;
 
+use palisade_authz::{host_matches, normalize_host};
+
 use super::workloads::LivePods;
 use super::SourceOptions;
 use crate::labels::{
     service_policy_labels, DEFAULT_INBOUND_PORT, HOSTS_ANNOTATION, INBOUND_PORT_ANNOTATION, SERVICE_NAME_LABEL,
 };
+use crate::resources::HostDelegation;
 
 /// A mesh service and where it came from.
 #[derive(Debug, Clone)]
@@ -35,17 +49,26 @@ pub(super) struct ServiceItem {
     pub(super) entry: ServiceEntry,
 }
 
+/// Who may claim which host names: what [`services`] checks each Service's
+/// hosts against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HostRules<'a> {
+    pub(super) options: &'a SourceOptions,
+    /// The `MeshConfig`'s delegations.
+    pub(super) delegations: &'a [HostDelegation],
+}
+
 /// The mesh services in namespace and name order, and a note for each Service
 /// left out.
 pub(super) fn services(
     services: &[Service],
     slices: &[EndpointSlice],
     pods: &LivePods<'_>,
-    options: &SourceOptions,
+    rules: &HostRules<'_>,
 ) -> (Vec<ServiceItem>, Vec<String>) {
     let mut notes = Vec::new();
     let mut items: Vec<ServiceItem> = (services.iter())
-        .filter_map(|service| item(service, slices, pods, options, &mut notes))
+        .filter_map(|service| item(service, slices, pods, rules, &mut notes))
         .collect();
     items.sort_by(|a, b| a.key.cmp(&b.key));
     let items = claim_hosts(items, &mut notes);
@@ -56,7 +79,7 @@ fn item(
     service: &Service,
     slices: &[EndpointSlice],
     pods: &LivePods<'_>,
-    options: &SourceOptions,
+    rules: &HostRules<'_>,
     notes: &mut Vec<String>,
 ) -> Option<ServiceItem> {
     let meta = &service.metadata;
@@ -70,7 +93,7 @@ fn item(
         ));
         return None;
     }
-    let hosts = hosts(service, namespace, name, options, notes)?;
+    let hosts = hosts(service, namespace, name, rules, notes)?;
     let ports = (spec.ports.iter().flatten()).map(|p| i64::from(p.port)).collect();
     let entry = ServiceEntry {
         namespace: namespace.to_owned(),
@@ -89,17 +112,17 @@ fn item(
 }
 
 /// The annotation's hosts, or the cluster names; `None` (with a note) when the
-/// annotation claims another Service's cluster name.
+/// annotation lists a host the Service may not claim.
 fn hosts(
     service: &Service,
     namespace: &str,
     name: &str,
-    options: &SourceOptions,
+    rules: &HostRules<'_>,
     notes: &mut Vec<String>,
 ) -> Option<Vec<String>> {
     let own = [
         format!("{name}.{namespace}.svc"),
-        format!("{name}.{namespace}.svc.{}", options.cluster_domain),
+        format!("{name}.{namespace}.svc.{}", rules.options.cluster_domain),
     ];
     let annotation = (service.metadata.annotations.as_ref()).and_then(|a| a.get(HOSTS_ANNOTATION));
     let Some(annotation) = annotation else {
@@ -110,20 +133,42 @@ fn hosts(
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .collect();
-    let cluster_suffix = format!(".svc.{}", options.cluster_domain);
-    let foreign = hosts.iter().find(|host| {
-        let host = canonical(host);
-        (host.ends_with(".svc") || host.ends_with(&cluster_suffix)) && !own.contains(&host)
-    });
-    if let Some(foreign) = foreign {
+    let refused = hosts.iter().find_map(|host| refusal(host, namespace, &own, rules));
+    if let Some(why) = refused {
         notes.push(format!(
-            "service `{namespace}/{name}` is left out: its `{HOSTS_ANNOTATION}` lists `{foreign}`, a cluster name \
-             that is not its own; list only its own `{}` or `{}`, or names outside the cluster domain",
+            "service `{namespace}/{name}` is left out: its `{HOSTS_ANNOTATION}` lists {why}; it may list its own \
+             `{}` and `{}`, and the names the MeshConfig `default` delegates to namespace `{namespace}` in \
+             `hostDelegations`",
             own[0], own[1]
         ));
         return None;
     }
     Some(hosts)
+}
+
+/// Why the Service whose own names are `own` may not claim `host`; `None` when
+/// it may.
+fn refusal(host: &str, namespace: &str, own: &[String; 2], rules: &HostRules<'_>) -> Option<String> {
+    let canonical = canonical(host);
+    if own.contains(&canonical) {
+        return None;
+    }
+    let cluster_suffix = format!(".svc.{}", rules.options.cluster_domain);
+    if canonical.ends_with(".svc") || canonical.ends_with(&cluster_suffix) {
+        return Some(format!("`{host}`, a cluster name that is not its own"));
+    }
+    let normalized = match normalize_host(host, None) {
+        Ok(normalized) if normalized.port().is_none() => normalized,
+        _ => return Some(format!("`{host}`, which is not a host name")),
+    };
+    let delegated = (rules.delegations.iter())
+        .filter(|d| d.namespace == namespace)
+        .flat_map(|d| &d.hosts)
+        .any(|pattern| host_matches(pattern, &normalized));
+    match delegated {
+        true => None,
+        false => Some(format!("`{host}`, which is not delegated to its namespace")),
+    }
 }
 
 /// A host name compared case-insensitively and without a trailing dot.
@@ -226,8 +271,41 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
 
     fn build(services_: &[Service], slices: &[EndpointSlice], pods: &[Pod]) -> (Vec<ServiceItem>, Vec<String>) {
+        with_rules(services_, slices, pods, &[])
+    }
+
+    fn with_rules(
+        services_: &[Service],
+        slices: &[EndpointSlice],
+        pods: &[Pod],
+        delegations: &[HostDelegation],
+    ) -> (Vec<ServiceItem>, Vec<String>) {
         let live = LivePods::new(pods, "td");
-        services(services_, slices, &live, &SourceOptions::default())
+        let options = SourceOptions::default();
+        let rules = HostRules {
+            options: &options,
+            delegations,
+        };
+        services(services_, slices, &live, &rules)
+    }
+
+    fn delegate(namespace: &str, hosts: &[&str]) -> HostDelegation {
+        HostDelegation {
+            namespace: namespace.to_owned(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    fn annotated(namespace: &str, name: &str, hosts: &str) -> Service {
+        let mut svc = service(namespace, name, &[("app", "web")], &[80]);
+        svc.metadata.annotations = Some(map(&[(HOSTS_ANNOTATION, hosts)]));
+        svc
+    }
+
+    fn pod_in(namespace: &str) -> Pod {
+        let mut p = pod(namespace, "w", "web", &[("app", "web")]);
+        p.metadata.namespace = Some(namespace.into());
+        p
     }
 
     fn web_pod(name: &str) -> Pod {
@@ -309,13 +387,18 @@ mod tests {
 
     #[test]
     fn the_hosts_annotation_replaces_the_cluster_names_but_cannot_take_anothers() {
-        let mut named = service("shop", "web", &[("app", "web")], &[80]);
-        named.metadata.annotations = Some(map(&[(HOSTS_ANNOTATION, "www.shop.example, web.shop.svc ,")]));
-        let mut thief = service("attacker", "pay", &[("app", "web")], &[80]);
-        thief.metadata.annotations = Some(map(&[(HOSTS_ANNOTATION, "payments.payments.svc")]));
-        let mut attacker_pod = web_pod("x");
-        attacker_pod.metadata.namespace = Some("attacker".into());
-        let (items, notes) = build(&[named, thief], &[], &[web_pod("web-1"), attacker_pod]);
+        let named = annotated("shop", "web", "www.shop.example, web.shop.svc ,");
+        let thief = annotated("attacker", "pay", "payments.payments.svc");
+        let delegations = [
+            delegate("shop", &["www.shop.example"]),
+            delegate("attacker", &["*.svc.cluster.local"]),
+        ];
+        let (items, notes) = with_rules(
+            &[named, thief],
+            &[],
+            &[web_pod("web-1"), pod_in("attacker")],
+            &delegations,
+        );
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].entry.hosts, ["www.shop.example", "web.shop.svc"]);
         assert!(
@@ -327,11 +410,9 @@ mod tests {
     #[test]
     fn the_older_service_keeps_a_contested_host() {
         let time = |secs| Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
-        let mut old = service("zeta", "web", &[("app", "web")], &[80]);
-        old.metadata.annotations = Some(map(&[(HOSTS_ANNOTATION, "shop.example")]));
+        let mut old = annotated("zeta", "web", "shop.example");
         old.metadata.creation_timestamp = time(100);
-        let mut new = service("alpha", "web", &[("app", "web")], &[80]);
-        new.metadata.annotations = Some(map(&[(HOSTS_ANNOTATION, "Shop.Example.")]));
+        let mut new = annotated("alpha", "web", "Shop.Example.");
         new.metadata.creation_timestamp = time(200);
         let pods: Vec<Pod> = ["zeta", "alpha"]
             .iter()
@@ -341,12 +422,54 @@ mod tests {
                 p
             })
             .collect();
-        let (items, notes) = build(&[new, old], &[], &pods);
+        let delegations = [
+            delegate("zeta", &["shop.example"]),
+            delegate("alpha", &["shop.example"]),
+        ];
+        let (items, notes) = with_rules(&[new, old], &[], &pods, &delegations);
         let kept: Vec<_> = items.iter().map(|i| i.key.0.as_str()).collect();
         assert_eq!(kept, ["zeta"], "older wins even though `alpha` sorts first");
         assert!(
             notes[0].contains("host `shop.example` belongs to the older service `zeta/web`"),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn a_host_outside_the_services_own_names_needs_a_delegation_to_its_namespace() {
+        let stripe = annotated("attacker", "pay", "api.stripe.com");
+        let shop = annotated("attacker", "shop", "www.shop.example");
+        let (items, notes) = build(&[stripe, shop], &[], &[pod_in("attacker")]);
+        assert!(items.is_empty(), "no MeshConfig delegation: no foreign name");
+        assert!(
+            notes[0].contains("lists `api.stripe.com`, which is not delegated to its namespace")
+                && notes[0].contains("`hostDelegations`"),
+            "{notes:?}"
+        );
+        let delegated_elsewhere = [delegate("shop", &["www.shop.example", "*.stripe.com"])];
+        let (items, _) = with_rules(
+            &[annotated("attacker", "shop", "www.shop.example")],
+            &[],
+            &[pod_in("attacker")],
+            &delegated_elsewhere,
+        );
+        assert!(items.is_empty(), "a delegation to another namespace does not count");
+    }
+
+    #[test]
+    fn a_wildcard_delegation_covers_exactly_one_more_label() {
+        let delegations = [delegate("shop", &["*.shop.example"])];
+        let cases = [
+            ("www.shop.example", true),
+            ("WWW.Shop.Example.", true),
+            ("shop.example", false),
+            ("a.b.shop.example", false),
+            ("www.shop.example.evil", false),
+            ("www.shop.example:8443", false),
+        ];
+        for (host, kept) in cases {
+            let (items, notes) = with_rules(&[annotated("shop", "web", host)], &[], &[pod_in("shop")], &delegations);
+            assert_eq!(items.len() == 1, kept, "{host}: {notes:?}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! What [`build`](super::build) reads: the cluster's objects, and its options.
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::resources::{CedarPolicy, EgressAllowlist, MeshConfig};
@@ -21,6 +23,27 @@ pub struct ClusterState {
     pub slices: Vec<EndpointSlice>,
     /// Every Pod.
     pub pods: Vec<Pod>,
+    /// Every Namespace: their labels are the tags of their workloads.
+    pub namespaces: Vec<Namespace>,
+}
+
+/// Namespace name → its labels as policies see them.
+pub(crate) type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+impl ClusterState {
+    /// Each Namespace's labels as policies see them
+    /// ([`crate::labels::namespace_policy_labels`]).
+    pub(crate) fn namespace_labels(&self) -> NamespaceLabels {
+        (self.namespaces.iter())
+            .filter_map(|ns| {
+                let labels = ns.metadata.labels.as_ref()?;
+                Some((
+                    ns.metadata.name.clone()?,
+                    crate::labels::namespace_policy_labels(labels),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// How cluster objects become bundle files.

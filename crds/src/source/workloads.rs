@@ -2,11 +2,23 @@
 //!
 //! A pod's identity is `spiffe://TD/ns/NS/sa/SA`, SA its service account
 //! (`default` when it names none). Pods that finished (`Succeeded`, `Failed`) or
-//! are being deleted are gone already. The labels of an identity are what its
-//! pods say, as policies see them ([`crate::labels::pod_policy_labels`]); when its
-//! pods disagree, only the labels they all share with one value are kept, so a
-//! policy never grants a pod a label it does not carry. Which keys were dropped
-//! is reported.
+//! are being deleted are gone already.
+//!
+//! The labels of an identity are the tags policies read
+//! (`principal.getTag("pci")`), so they must come from someone the policy can
+//! trust. Whoever may create a pod in a namespace sets its labels, so:
+//!
+//! - the labels of the identity's **Namespace** (which only cluster
+//!   administrators may set; [`crate::labels::namespace_policy_labels`]) are its
+//!   tags;
+//! - a pod label counts only when the `MeshConfig` lists its key in
+//!   `selfAssertedLabels`, and only when the Namespace does not set that key
+//!   (the Namespace wins). When the pods of one identity disagree on such a label,
+//!   only the labels they all share with one value are kept, so a policy never
+//!   grants a pod a label it does not carry. Which keys were dropped is reported.
+//!
+//! Service selectors still see every pod label: they pick pods within the
+//! Service's own namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +26,10 @@ use k8s_openapi::api::core::v1::Pod;
 use palisade_policy::registry::WorkloadEntry;
 
 use crate::labels::pod_policy_labels;
+use crate::source::state::NamespaceLabels;
+
+/// Labels or annotations: key → value.
+type Labels = BTreeMap<String, String>;
 
 /// An empty label or annotation map, for objects that have none.
 static NONE: BTreeMap<String, String> = BTreeMap::new();
@@ -94,25 +110,41 @@ pub(super) fn identity(trust_domain: &str, namespace: &str, service_account: &st
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
+/// Where an identity's tags come from: its Namespace's labels, and the pod
+/// label keys the `MeshConfig` lets pods assert.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LabelTrust<'a> {
+    pub(super) namespaces: &'a NamespaceLabels,
+    pub(super) self_asserted: &'a [String],
+}
+
 /// One entry per identity, by SPIFFE ID; and a note per identity whose pods
-/// disagree on labels.
-pub(super) fn workloads(pods: &LivePods<'_>) -> (BTreeMap<String, WorkloadEntry>, Vec<String>) {
-    let mut labels_by_id: BTreeMap<&str, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+/// disagree on a self-asserted label.
+pub(super) fn workloads(pods: &LivePods<'_>, trust: LabelTrust<'_>) -> (BTreeMap<String, WorkloadEntry>, Vec<String>) {
+    // Identity → its namespace and the labels of each of its pods.
+    let mut by_id: BTreeMap<&str, (&str, Vec<Labels>)> = BTreeMap::new();
     for pod in pods.iter() {
-        let labels = pod_policy_labels(pod.labels);
-        labels_by_id.entry(&pod.identity).or_default().push(labels);
+        let mut labels = pod_policy_labels(pod.labels);
+        labels.retain(|key, _| trust.self_asserted.iter().any(|k| k == key));
+        let entry = by_id
+            .entry(&pod.identity)
+            .or_insert_with(|| (pod.namespace, Vec::new()));
+        entry.1.push(labels);
     }
     let mut notes = Vec::new();
-    let entries = labels_by_id
+    let entries = by_id
         .into_iter()
-        .map(|(id, sets)| {
-            let (labels, dropped) = shared(&sets);
+        .map(|(id, (namespace, sets))| {
+            let (mut labels, dropped) = shared(&sets);
             if !dropped.is_empty() {
                 let keys: Vec<String> = dropped.iter().map(|k| format!("`{k}`")).collect();
                 notes.push(format!(
                     "the pods of workload `{id}` disagree on labels {}; policies see only the labels they all share",
                     keys.join(", ")
                 ));
+            }
+            if let Some(trusted) = trust.namespaces.get(namespace) {
+                labels.extend(trusted.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             let entry = WorkloadEntry {
                 spiffe_id: id.to_owned(),
@@ -142,6 +174,17 @@ mod tests {
     use super::*;
     use crate::source::test_objects::pod;
 
+    fn trust<'a>(namespaces: &'a NamespaceLabels, self_asserted: &'a [String]) -> LabelTrust<'a> {
+        LabelTrust {
+            namespaces,
+            self_asserted,
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
     #[test]
     fn pods_of_one_identity_that_disagree_keep_only_the_labels_they_share() {
         let pods = [
@@ -156,9 +199,10 @@ mod tests {
             pod("shop", "db-2", "db", &[("app", "db"), ("pod-template-hash", "x2")]),
         ];
         let live = LivePods::new(&pods, "td");
-        let (entries, notes) = workloads(&live);
+        let asserted = ["app", "tier", "canary", "pod-template-hash"].map(String::from);
+        let (entries, notes) = workloads(&live, trust(&NamespaceLabels::new(), &asserted));
         let web = &entries["spiffe://td/ns/shop/sa/web"];
-        assert_eq!(web.labels, [("app".to_owned(), "web".to_owned())].into());
+        assert_eq!(web.labels, labels(&[("app", "web")]));
         assert_eq!(
             notes,
             [
@@ -167,11 +211,42 @@ mod tests {
             ]
         );
         let db = &entries["spiffe://td/ns/shop/sa/db"];
+        assert_eq!(db.labels, labels(&[("app", "db")]), "bookkeeping labels never count");
+    }
+
+    #[test]
+    fn a_pod_cannot_give_itself_a_tag_only_its_namespace_may_give() {
+        let pods = [
+            pod("web", "frontend-1", "frontend", &[("app", "frontend"), ("pci", "true")]),
+            pod(
+                "checkout",
+                "checkout-1",
+                "checkout",
+                &[("app", "checkout"), ("pci", "false")],
+            ),
+        ];
+        let live = LivePods::new(&pods, "td");
+        let namespaces = NamespaceLabels::from([("checkout".to_owned(), labels(&[("pci", "true")]))]);
+        let asserted = ["app".to_owned()];
+        let (entries, notes) = workloads(&live, trust(&namespaces, &asserted));
+        assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(
-            db.labels,
-            [("app".to_owned(), "db".to_owned())].into(),
-            "bookkeeping labels never count"
+            entries["spiffe://td/ns/web/sa/frontend"].labels,
+            labels(&[("app", "frontend")]),
+            "`pci` is not self-asserted: the pod's own `pci` is not a tag"
         );
+        assert_eq!(
+            entries["spiffe://td/ns/checkout/sa/checkout"].labels,
+            labels(&[("app", "checkout"), ("pci", "true")]),
+            "the Namespace's labels are tags"
+        );
+        let every = ["app".to_owned(), "pci".to_owned()];
+        let (entries, _) = workloads(&live, trust(&namespaces, &every));
+        assert_eq!(
+            entries["spiffe://td/ns/checkout/sa/checkout"].labels["pci"], "true",
+            "the Namespace wins over a self-asserted label"
+        );
+        assert_eq!(entries["spiffe://td/ns/web/sa/frontend"].labels["pci"], "true");
     }
 
     #[test]
@@ -188,7 +263,7 @@ mod tests {
         let mut plain = pod("shop", "plain", "", &[]);
         plain.spec = None;
         let pods = [done, leaving, plain];
-        let (entries, _) = workloads(&LivePods::new(&pods, "td"));
+        let (entries, _) = workloads(&LivePods::new(&pods, "td"), trust(&NamespaceLabels::new(), &[]));
         assert_eq!(entries.keys().collect::<Vec<_>>(), ["spiffe://td/ns/shop/sa/default"]);
     }
 }

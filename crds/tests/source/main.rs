@@ -19,3 +19,4 @@ mod invalid;
 mod mapping;
 mod shop;
 mod support;
+mod tenancy;

@@ -40,7 +40,7 @@ fn a_service_the_loader_refuses_is_left_out_and_noted() {
         .iter()
         .find(|n| n.starts_with("service `reviews/reviews` is left out"));
     assert!(
-        note.is_some_and(|n| n.contains("invalid host `reviews shop`")),
+        note.is_some_and(|n| n.contains("`reviews shop`, which is not a host name")),
         "{:?}",
         built.notes
     );
@@ -57,11 +57,27 @@ fn a_dry_run_policy_is_dry_run() {
 }
 
 #[test]
-fn a_workload_label_shared_by_all_its_pods_reaches_policies_and_a_disputed_one_does_not() {
+fn a_workloads_trusted_tags_come_from_its_namespace_and_a_pod_cannot_forge_one() {
     let mut state = shop_cluster();
-    let mut second = state
+    let mesh = state.mesh.as_ref().unwrap();
+    assert!(
+        mesh.spec.self_asserted_labels.is_empty(),
+        "the shop exported: every label is its namespace's"
+    );
+    // An attacker who may create pods in `web` gives its own pod `pci: "true"`.
+    let frontend = state
         .pods
-        .iter()
+        .iter_mut()
+        .find(|p| p.metadata.namespace.as_deref() == Some("web"))
+        .unwrap();
+    frontend
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("pci".into(), "true".into());
+    // ...and a second pod of payments says `pci: "false"`: the Namespace decides.
+    let mut second = (state.pods.iter())
         .find(|p| p.metadata.namespace.as_deref() == Some("payments"))
         .unwrap()
         .clone();
@@ -74,17 +90,38 @@ fn a_workload_label_shared_by_all_its_pods_reaches_policies_and_a_disputed_one_d
         .insert("pci".into(), "false".into());
     state.pods.push(second);
     let built = build_ok(&state, &LastValid::new());
-    let workload = built
-        .bundle
-        .registry()
-        .workload("spiffe://shop.example/ns/payments/sa/payments")
-        .unwrap();
+    let registry = built.bundle.registry();
+    let labels = |id: &str| registry.workload(id).unwrap().labels().clone();
     assert_eq!(
-        workload.labels().get("pci"),
+        labels("spiffe://shop.example/ns/web/sa/frontend").get("pci"),
+        None,
+        "a pod label is no tag"
+    );
+    let payments = labels("spiffe://shop.example/ns/payments/sa/payments");
+    assert_eq!(payments.get("pci").map(String::as_str), Some("true"));
+    assert_eq!(payments.get("app").map(String::as_str), Some("payments"));
+    assert!(built.notes.is_empty(), "{:?}", built.notes);
+
+    // An administrator lets pods assert `pci`: now pods that disagree lose it.
+    state.mesh.as_mut().unwrap().spec.self_asserted_labels = vec!["pci".into()];
+    for namespace in &mut state.namespaces {
+        namespace.metadata.labels.as_mut().map(|l| l.remove("pci"));
+    }
+    let built = build_ok(&state, &LastValid::new());
+    let registry = built.bundle.registry();
+    let labels = |id: &str| registry.workload(id).unwrap().labels().clone();
+    assert_eq!(
+        labels("spiffe://shop.example/ns/web/sa/frontend")
+            .get("pci")
+            .map(String::as_str),
+        Some("true"),
+        "self-asserted, as the MeshConfig allows"
+    );
+    assert_eq!(
+        labels("spiffe://shop.example/ns/payments/sa/payments").get("pci"),
         None,
         "a pod without pci=true never lends it"
     );
-    assert_eq!(workload.labels().get("app").map(String::as_str), Some("payments"));
     assert!(
         built.notes.iter().any(|n| n.contains("disagree on labels `pci`")),
         "{:?}",

@@ -26,7 +26,8 @@ pub fn apply(yaml: &str) -> ClusterState {
         let value = serde_json::Value::deserialize(document).unwrap();
         let kind = value["kind"].as_str().unwrap().to_owned();
         match kind.as_str() {
-            "Namespace" | "ServiceAccount" => {}
+            "ServiceAccount" => {}
+            "Namespace" => state.namespaces.push(serde_json::from_value(value).unwrap()),
             "MeshConfig" => state.mesh = Some(created(serde_json::from_value::<MeshConfig>(value).unwrap())),
             "Service" => state.services.push(serde_json::from_value(value).unwrap()),
             "Deployment" => deployments.push(serde_json::from_value::<Deployment>(value).unwrap()),

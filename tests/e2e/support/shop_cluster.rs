@@ -33,7 +33,7 @@ pub fn apply_shop(api: &FakeApiServer) -> Vec<(String, String)> {
         let object = Value::deserialize(document).unwrap();
         match object["kind"].as_str().unwrap() {
             // The fake serves only what the controller reads.
-            "Namespace" | "ServiceAccount" => continue,
+            "ServiceAccount" => continue,
             "Deployment" => {
                 deployments.push(object);
                 continue;
