@@ -8,8 +8,10 @@
 //! write is a PUT carrying the `resourceVersion` read, so of two replicas trying
 //! at once the API server lets exactly one win (the other gets 409). A holder
 //! that cannot renew for `renew_deadline` (shorter than `duration`) stops acting
-//! as leader before anyone else may take over, and a holder that shuts down
-//! releases the Lease so a follower takes over at once.
+//! as leader before anyone else may take over, also when the API server stops
+//! answering (each look at the Lease must end within what is left of the
+//! deadline), and a holder that shuts down releases the Lease so a follower takes
+//! over at once.
 
 use std::time::Duration;
 
@@ -124,7 +126,13 @@ impl Elector {
         let mut renewed: Option<Instant> = None;
         loop {
             let started = Instant::now();
-            match self.step(started).await {
+            let deadline = self.params.timing.renew_deadline;
+            let left = renewed.map_or(deadline, |at| {
+                deadline.saturating_sub(started.saturating_duration_since(at))
+            });
+            let step = tokio::time::timeout(left, self.step(started)).await;
+            let step = step.unwrap_or_else(|_| Err(StepError::TimedOut(left)));
+            match step {
                 Ok(true) => renewed = Some(started),
                 Ok(false) => renewed = None,
                 Err(e) => {
@@ -164,7 +172,7 @@ impl Elector {
     }
 
     /// One look at the Lease; whether this replica holds it afterwards.
-    async fn step(&mut self, now: Instant) -> Result<bool, kube::Error> {
+    async fn step(&mut self, now: Instant) -> Result<bool, StepError> {
         let lease = self.api.get_opt(&self.params.name).await?;
         let version = lease.as_ref().and_then(|l| l.metadata.resource_version.clone());
         let unchanged_since = match (&self.observed, &version) {
@@ -175,11 +183,12 @@ impl Elector {
             }
         };
         let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
-        match decide(spec, &self.params.identity, unchanged_since, now) {
-            Decision::Create => self.create().await,
-            Decision::Renew | Decision::Take => self.write(lease).await,
-            Decision::Follow { .. } => Ok(false),
-        }
+        let held = match decide(spec, &self.params.identity, unchanged_since, now) {
+            Decision::Create => self.create().await?,
+            Decision::Renew | Decision::Take => self.write(lease).await?,
+            Decision::Follow { .. } => false,
+        };
+        Ok(held)
     }
 
     async fn create(&self) -> Result<bool, kube::Error> {
@@ -239,6 +248,15 @@ impl Elector {
     }
 }
 
+/// Why a look at the Lease failed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("the API server did not answer within {0:?}, the time left to renew the Lease")]
+    TimedOut(Duration),
+}
+
 /// A write's outcome: won, lost to another replica (409), or failed.
 fn won(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
     match result {
@@ -296,5 +314,60 @@ mod tests {
     fn a_lease_with_a_nonsense_duration_counts_as_expired() {
         let t = Instant::now();
         assert_eq!(decide(Some(&lease(Some("a"), -5)), "b", t, t), Decision::Take);
+    }
+}
+
+#[cfg(all(test, feature = "fake-api"))]
+mod against_the_fake {
+    use super::*;
+    use crate::fake::FakeApiServer;
+
+    fn timing() -> LeaseTiming {
+        LeaseTiming {
+            duration: Duration::from_millis(1500),
+            renew_every: Duration::from_millis(200),
+            renew_deadline: Duration::from_millis(900),
+            retry_every: Duration::from_millis(100),
+        }
+    }
+
+    async fn until(leader: &mut watch::Receiver<bool>, leads: bool, within: Duration) -> bool {
+        tokio::time::timeout(within, leader.wait_for(|l| *l == leads))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_api_server_stops_answering_stops_leading_within_its_deadline() {
+        let api = FakeApiServer::start().await.unwrap();
+        let params = LeaseParams {
+            namespace: "palisade-system".into(),
+            name: "palisade-controller".into(),
+            identity: "a".into(),
+            timing: timing(),
+        };
+        let elector = Elector::new(api.client().unwrap(), params);
+        let mut leader = elector.leader();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(elector.run(async move {
+            let _ = stopped.await;
+        }));
+        assert!(until(&mut leader, true, Duration::from_secs(10)).await, "it leads");
+
+        // Without the deadline, the renewal waits for kube's read timeout (minutes)
+        // while a follower takes the Lease after `duration`: two leaders.
+        api.stall_leases(true);
+        assert!(
+            until(&mut leader, false, Duration::from_secs(10)).await,
+            "a hung renewal must not keep it leading"
+        );
+
+        api.stall_leases(false);
+        assert!(
+            until(&mut leader, true, Duration::from_secs(10)).await,
+            "and leads again"
+        );
+        let _ = stop.send(());
+        task.await.unwrap();
     }
 }

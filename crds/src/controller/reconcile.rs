@@ -161,12 +161,12 @@ impl Reconciler {
         self.progress
             .send_if_modified(|p| std::mem::replace(&mut p.leading, leads) != leads);
         if self.bundle.take() {
-            let result = self.reconcile_bundle(caches, leading).await;
+            let result = fenced(leading, self.reconcile_bundle(caches, leading)).await;
             self.report(&result, |p| p.bundle_reconciles = p.bundle_reconciles.wrapping_add(1));
             self.bundle.done(result, "reconciling the policy bundle");
         }
         if self.revocations.take() && *leading.borrow() {
-            let result = self.reconcile_revocations(caches, leading).await;
+            let result = fenced(leading, self.reconcile_revocations(caches, leading)).await;
             self.report(&result, |p| {
                 p.revocation_reconciles = p.revocation_reconciles.wrapping_add(1)
             });
@@ -325,10 +325,58 @@ impl Reconciler {
     }
 }
 
+/// Runs `work`, and when this replica leads as it starts, cancels it the moment
+/// it stops: a write still in flight (a status, a push, a call to the CA) is
+/// dropped then. A leader stops leading `renew_deadline` before its Lease can
+/// expire, so what it had under way is gone before another replica may take
+/// over and write.
+async fn fenced(
+    leading: &watch::Receiver<bool>,
+    work: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    if !*leading.borrow() {
+        return work.await;
+    }
+    let mut lost = leading.clone();
+    tokio::select! {
+        result = work => result,
+        _ = lost.wait_for(|leads| !*leads) => {
+            tracing::info!("stopped leading: the writes under way are cancelled");
+            Ok(())
+        }
+    }
+}
+
 /// Sleeps until `at`, or forever.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_leaders_work_is_cancelled_when_it_stops_leading() {
+        let leading = watch::Sender::new(true);
+        let receiver = leading.subscribe();
+        let hung = fenced(&receiver, std::future::pending());
+        let lose = async {
+            tokio::task::yield_now().await;
+            leading.send_replace(false);
+        };
+        let (result, ()) = tokio::join!(hung, lose);
+        assert_eq!(result, Ok(()), "the hung write is dropped, not waited for");
+    }
+
+    #[tokio::test]
+    async fn a_followers_work_runs_to_its_end() {
+        let leading = watch::Sender::new(false);
+        let receiver = leading.subscribe();
+        let result = fenced(&receiver, async { Err::<(), _>("done".to_owned()) }).await;
+        assert_eq!(result, Err("done".to_owned()));
     }
 }

@@ -91,6 +91,8 @@ pub struct Shared {
     revision: tokio::sync::watch::Sender<u64>,
     requests: Mutex<Vec<RecordedRequest>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// While `true`, requests for Leases get no answer (an API server that hangs).
+    stall_leases: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl FakeApiServer {
             revision: tokio::sync::watch::Sender::new(0),
             requests: Mutex::new(Vec::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
+            stall_leases: tokio::sync::watch::Sender::new(false),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
         let task = tokio::spawn(serve(listener, acceptor, Arc::clone(&shared)));
@@ -148,6 +151,12 @@ impl FakeApiServer {
             ca_pem: tls.ca_pem,
             task,
         })
+    }
+
+    /// While `stall` is `true`, requests for Leases are read and never answered,
+    /// as by an API server that hangs; set it back to `false` and they are.
+    pub fn stall_leases(&self, stall: bool) {
+        self.shared.stall_leases.send_replace(stall);
     }
 
     /// `https://127.0.0.1:PORT`.

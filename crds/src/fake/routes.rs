@@ -49,6 +49,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
         field_manager: query.get("fieldManager").cloned(),
         user_agent: header(http::header::USER_AGENT),
     });
+    if request.uri().path().contains("/leases") {
+        let mut stalled = shared.stall_leases.subscribe();
+        // An error means the server is gone: answer, nobody is listening.
+        let _gone = stalled.wait_for(|stall| !stall).await;
+    }
     Ok(match answer(&shared, request, &query).await {
         Ok(response) => response,
         Err(e) => json_response(e.code, &e.to_status()),
