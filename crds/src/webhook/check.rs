@@ -17,7 +17,7 @@ use super::review::{CODE_INVALID, CODE_MALFORMED};
 use super::ReviewContext;
 use crate::resources::cedar_policy::MAX_POLICY_BYTES;
 use crate::resources::{CedarPolicySpec, PolicyDirection, PolicyMode};
-use crate::source::policy_file;
+use crate::source::{policy_file, NAMESPACE_POLICIES, NAMESPACE_POLICY_BYTES};
 
 /// The longest refusal message, in bytes. The API server passes the message on
 /// to `kubectl` and into its audit log; this keeps a long list of problems
@@ -53,6 +53,9 @@ pub(super) fn check(policy: &Named, context: &ReviewContext) -> Verdict {
     }
     let path = policy_file(&policy.namespace, &policy.spec, &policy.name);
     let mut files = base_files(policy, context);
+    if let Err(refusal) = within_budget(policy, &files) {
+        return refusal;
+    }
     Arc::make_mut(&mut files).insert(path.as_str(), policy.spec.policy.as_str());
     match palisade_policy::load_files(&files) {
         Ok(_) => Verdict::Valid { warnings: Vec::new() },
@@ -79,6 +82,31 @@ fn admissible(policy: &Named) -> Result<(), Verdict> {
         });
     }
     Ok(())
+}
+
+/// Refuses a policy that would put its namespace over its budget (the controller
+/// would hold the namespace on its last valid set): `files` is the bundle
+/// without any version of this policy.
+fn within_budget(policy: &Named, files: &BundleFiles) -> Result<(), Verdict> {
+    let prefix = format!("policies/{}/", policy.namespace);
+    let (count, bytes) = (files.iter())
+        .filter(|(path, _)| path.starts_with(&prefix))
+        .fold((1_usize, policy.spec.policy.len()), |(n, b), (_, text)| {
+            (n + 1, b + text.len())
+        });
+    if count <= NAMESPACE_POLICIES && bytes <= NAMESPACE_POLICY_BYTES {
+        return Ok(());
+    }
+    let (namespace, name) = (&policy.namespace, &policy.name);
+    let message = format!(
+        "CedarPolicy {namespace}/{name} is refused: with it, namespace `{namespace}` would have {count} CedarPolicies \
+         of {bytes} bytes in all, over what one namespace may have ({NAMESPACE_POLICIES} policies, \
+         {NAMESPACE_POLICY_BYTES} bytes); remove or merge policies of the namespace"
+    );
+    Err(Verdict::Invalid {
+        code: CODE_INVALID,
+        message,
+    })
 }
 
 /// Splits what loading `files` (with the policy at `path`) `found` into this

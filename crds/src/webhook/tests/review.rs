@@ -126,6 +126,39 @@ fn a_policy_text_over_the_crd_limit_is_refused() {
 }
 
 #[test]
+fn a_policy_that_would_put_its_namespace_over_its_budget_is_refused_and_an_update_is_not_counted_twice() {
+    use crate::source::NAMESPACE_POLICIES;
+    let paths: Vec<(String, String)> = (0..NAMESPACE_POLICIES)
+        .map(|i| {
+            let text = PCI.replace("payments-charge-from-pci", &format!("p{i}"));
+            (format!("policies/payments/ingress/p{i}.cedar"), text)
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = paths.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let context = published(&files);
+    let one_more = Policy::ingress("payments", "one-more", PCI);
+    let (code, message) = refusal(&answer(&one_more, &context));
+    assert_eq!(code, CODE_INVALID);
+    assert!(
+        message.contains(&format!(
+            "namespace `payments` would have {} CedarPolicies",
+            NAMESPACE_POLICIES + 1
+        )),
+        "{message}"
+    );
+    let p7 = PCI.replace("payments-charge-from-pci", "p7");
+    let update = Policy::ingress("payments", "p7", &p7);
+    assert!(
+        review(&update.request("uid-2", "UPDATE"), &context).allowed,
+        "an update of one of them replaces it"
+    );
+    let checkout = PCI.replace("payments", "checkout");
+    let elsewhere = answer(&Policy::ingress("checkout", "fine", &checkout), &context);
+    let refused_for_size = elsewhere.status.is_some_and(|s| s.message.contains("would have"));
+    assert!(!refused_for_size, "other namespaces have budgets of their own");
+}
+
+#[test]
 fn deletes_connects_other_kinds_and_subresources_are_allowed_without_a_look() {
     let garbage = Some(json!({ "spec": "not a policy" }));
     for operation in ["DELETE", "CONNECT"] {
