@@ -555,7 +555,8 @@ pub struct CaConn {
     /// The trust domain of --bundle; defaults to DIR's.
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// The admin credential; defaults to DIR/admin.token.
+    /// The admin credential; defaults to DIR/admin.token. DIR/revoker.token is
+    /// enough for `revoke`, `unrevoke` and `revocations list`.
     #[arg(long, env = "PALISADE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 }
@@ -853,7 +854,9 @@ pub struct ControllerRun {
     /// The mesh's trust domain (the CA's), e.g. shop.example.
     #[arg(long)]
     pub trust_domain: String,
-    /// The CA's admin credential (the CA directory's admin.token), read at each connection.
+    /// The CA's revoker credential (the CA directory's revoker.token, which may only
+    /// revoke, unrevoke and list revocations), read at each connection. admin.token
+    /// works too, but gives the controller the power to mint any identity.
     #[arg(long, env = "PALISADE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: PathBuf,
     /// The namespace of the controller's Lease.

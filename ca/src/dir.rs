@@ -8,6 +8,7 @@
 //! | `intermediate.pem`, `intermediate.key` | the signing CA | 0644, 0600 |
 //! | `bundle.pem` | the trust bundle: give it to every workload | 0644 |
 //! | `admin.token` | the admin credential for `ca revoke`, `ca token create`, … | 0600 |
+//! | `revoker.token` | a credential that may only revoke, unrevoke and list revocations (for the Kubernetes controller) | 0600 |
 //! | `state.db` | revocations, join tokens (hashed), issuance log | 0600 |
 //! | `ca.addr` | where `ca serve` listens (written at start) | 0644 |
 
@@ -164,6 +165,19 @@ impl CaDir {
         self.write("admin.token", format!("{admin}\n").as_bytes(), SECRET)?;
         let store = self.create_store()?;
         store.set_admin_token_hash(&join_token::hash_secret(&admin))?;
+        self.ensure_revoker_token(&store)?;
+        Ok(())
+    }
+
+    /// Makes `revoker.token` and records its hash, unless the store has one
+    /// already (a directory made before revoker tokens existed gets one here).
+    pub fn ensure_revoker_token(&self, store: &Store) -> Result<(), CaDirError> {
+        if store.revoker_token_hash()?.is_some() {
+            return Ok(());
+        }
+        let revoker = join_token::new_secret()?;
+        self.write("revoker.token", format!("{revoker}\n").as_bytes(), SECRET)?;
+        store.set_revoker_token_hash(&join_token::hash_secret(&revoker))?;
         Ok(())
     }
 

@@ -105,6 +105,7 @@ CREATE INDEX IF NOT EXISTS issued_by_parent ON issued (renewed_from);
 
 const REVOCATION_VERSION: &str = "revocation_version";
 const ADMIN_TOKEN: &str = "admin_token_sha256";
+const REVOKER_TOKEN: &str = "revoker_token_sha256";
 
 impl Store {
     /// Opens (creating when absent) the state file.
@@ -138,9 +139,28 @@ impl Store {
     }
 
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
+        self.meta(ADMIN_TOKEN)
+    }
+
+    /// Stores the SHA-256 of the revoker credential (revocations only).
+    pub fn set_revoker_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![REVOKER_TOKEN, hex(hash)],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn revoker_token_hash(&self) -> Result<Option<String>, StoreError> {
+        self.meta(REVOKER_TOKEN)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.with(|c| {
             Ok(
-                c.query_row("SELECT value FROM meta WHERE key = ?1", [ADMIN_TOKEN], |r| r.get(0))
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                     .optional()?,
             )
         })

@@ -282,6 +282,33 @@ async fn admin_calls_need_the_admin_credential() {
     assert!(listed.contains("\"revocations\": []"), "nothing was revoked: {listed}");
 }
 
+/// `revoker.token` (what the Kubernetes controller holds) revokes, unrevokes and
+/// lists revocations, and nothing else: it cannot mint a join token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revoker_credential_may_only_touch_revocations() {
+    let ca = CaDirFixture::init("e2e.test");
+    let _server = ca.serve();
+    let revoker = ca.file("revoker.token");
+    let tail = ["--dir", ca.path(), "--admin-token-file", s(&revoker)];
+    let as_revoker = |args: &[&'static str]| -> Vec<&str> { args.iter().copied().chain(tail).collect() };
+    ok(&as_revoker(&[
+        "ca",
+        "revoke",
+        "--serial",
+        "0abc",
+        "--reason",
+        "keyCompromise",
+    ]));
+    let listed = ok(&as_revoker(&["ca", "revocations", "list", "-o", "json"]));
+    assert!(listed.contains("0abc"), "{listed}");
+    let web = "spiffe://e2e.test/ns/shop/sa/web";
+    let err = fails(&as_revoker(&["ca", "token", "create", "--spiffe-id", web]), 1);
+    assert!(err.contains("may only revoke, unrevoke and list revocations"), "{err}");
+    ok(&as_revoker(&["ca", "unrevoke", "--serial", "0abc"]));
+    let listed = ok(&["ca", "revocations", "list", "--dir", ca.path(), "-o", "json"]);
+    assert!(listed.contains("\"revocations\": []"), "{listed}");
+}
+
 /// Revocations and used tokens survive a crash of the CA (SIGKILL) and a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_a_crash() {

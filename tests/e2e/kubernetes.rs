@@ -475,7 +475,7 @@ async fn the_cli_runs_the_controller_from_a_kubeconfig() {
     let kubeconfig = cluster.api.write_kubeconfig(cluster.tmp.path()).unwrap();
     let out = cluster.tmp.path().join("out");
     let bundle = cluster.ca.file("bundle.pem");
-    let token = cluster.ca.file("admin.token");
+    let token = cluster.ca.file("revoker.token");
     let common = [
         "--ca",
         cluster.ca_server.addr.as_str(),

@@ -1,4 +1,9 @@
 //! The operator API: revocations and join tokens, behind the admin credential.
+//!
+//! Two credentials: `admin.token` may do everything; `revoker.token` may only
+//! revoke, unrevoke and list revocations. The Kubernetes controller holds the
+//! revoker one, so whoever takes the controller cannot mint join tokens (and
+//! with them any identity of the mesh).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,25 +29,51 @@ impl Admin {
         Self { state }
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Lets the call through when it carries a credential that may do `scope`.
+    fn authorize<T>(&self, request: &Request<T>, scope: Scope) -> Result<(), Status> {
         let presented = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(token) if secret_matches(token, &self.state.admin_hash) => Ok(()),
-            _ => Err(Status::unauthenticated(
-                "missing or wrong admin credential; pass the CA directory's `admin.token` (--dir or --admin-token-file)",
+        let Some(token) = presented else {
+            return Err(unauthenticated());
+        };
+        if secret_matches(token, &self.state.admin_hash) {
+            return Ok(());
+        }
+        let revoker = (self.state.revoker_hash.as_deref()).is_some_and(|hash| secret_matches(token, hash));
+        match (revoker, scope) {
+            (true, Scope::Revocations) => Ok(()),
+            (true, Scope::Admin) => Err(Status::permission_denied(
+                "this credential (`revoker.token`) may only revoke, unrevoke and list revocations; \
+                 creating join tokens needs the CA directory's `admin.token`",
             )),
+            (false, _) => Err(unauthenticated()),
         }
     }
+}
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Revoke, unrevoke, list revocations: `admin.token` or `revoker.token`.
+    Revocations,
+    /// Everything else: `admin.token` only.
+    Admin,
+}
+
+fn unauthenticated() -> Status {
+    Status::unauthenticated(
+        "missing or wrong admin credential; pass the CA directory's `admin.token` (--dir or --admin-token-file), \
+         or `revoker.token` for revocations",
+    )
 }
 
 #[tonic::async_trait]
 impl pb::ca_admin_server::CaAdmin for Admin {
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request, Scope::Revocations)?;
         let req = request.into_inner();
         let target = target(req.target.as_ref())?;
         let reason: String = req.reason.chars().filter(|c| !c.is_control()).take(256).collect();
@@ -64,7 +95,7 @@ impl pb::ca_admin_server::CaAdmin for Admin {
     }
 
     async fn unrevoke(&self, request: Request<pb::UnrevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request, Scope::Revocations)?;
         let target = target(request.get_ref().target.as_ref())?;
         let state = Arc::clone(&self.state);
         blocking(move || {
@@ -84,7 +115,7 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         &self,
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request, Scope::Admin)?;
         let req = request.into_inner();
         let id = SpiffeId::parse(&req.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let td = self.state.signer.trust_domain();
@@ -132,7 +163,7 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         &self,
         request: Request<pb::ListRevocationsRequest>,
     ) -> Result<Response<pb::RevocationListing>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request, Scope::Revocations)?;
         let state = Arc::clone(&self.state);
         blocking(move || {
             let (version, entries) = state.store.revocations().map_err(store_status)?;

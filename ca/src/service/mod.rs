@@ -91,6 +91,8 @@ pub struct CaState {
     pub(crate) trust: Arc<Trust>,
     pub(crate) lists: watch::Sender<Arc<Published>>,
     pub(crate) admin_hash: String,
+    /// The revoker credential's: revocations only.
+    pub(crate) revoker_hash: Option<String>,
     pub(crate) default_ttl: Duration,
     pub(crate) events: Option<Arc<dyn CaEvents>>,
     /// `None`: ServiceAccount tokens are refused.
@@ -103,6 +105,8 @@ impl CaState {
         let signer = params.dir.signer()?;
         let store = params.dir.store()?;
         let admin_hash = store.admin_token_hash()?.ok_or(ServeError::NoAdminCredential)?;
+        params.dir.ensure_revoker_token(&store)?;
+        let revoker_hash = store.revoker_token_hash()?;
         let trust = Trust::new(signer.bundle().clone(), RevocationSet::default());
         trust.learn_intermediates(signer.chain());
         let (lists, _) = watch::channel(Arc::new(Published {
@@ -115,6 +119,7 @@ impl CaState {
             trust,
             lists,
             admin_hash,
+            revoker_hash,
             default_ttl: params.default_ttl,
             events: params.events.clone(),
             token_reviews: params.reviewer.as_ref().map(|reviewer| {

@@ -127,7 +127,7 @@ impl Cluster {
             output: Output::BundleDir(out.clone()),
             ca: CaAdmin {
                 endpoint: self.ca.endpoint(&self.ca_server),
-                token_file: self.ca.file("admin.token"),
+                token_file: self.ca.file("revoker.token"),
             },
             lease: LeaseParams {
                 namespace: LEASE_NAMESPACE.into(),

@@ -173,7 +173,7 @@ fn controller(
     control_plane: SocketAddr,
     pki: &WebhookPki,
 ) -> Server {
-    let (trust, admin_token) = (ca.file("bundle.pem"), ca.file("admin.token"));
+    let (trust, admin_token) = (ca.file("bundle.pem"), ca.file("revoker.token"));
     let control_plane = control_plane.to_string();
     let mut command = palisade();
     command
