@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use palisade_policy::egress::EgressEntry;
 use palisade_policy::mesh::{self, MeshFile};
 use palisade_policy::{Bundle, BundleFiles, Digest};
 use serde::de::DeserializeOwned;
@@ -88,11 +89,17 @@ pub fn export(files: &BundleFiles, bundle: &Bundle, options: &ExportOptions) -> 
     let mesh_file: MeshFile = parse(files, "mesh.yaml")?.unwrap_or_default();
     let mut served = services::services(&parse::<Vec<_>>(files, "services.yaml")?.unwrap_or_default())?;
     let workloads: Vec<_> = parse(files, "workloads.yaml")?.unwrap_or_default();
-    let trust = workloads::label_trust(&workloads)?;
+    let egress_entries: Vec<EgressEntry> = parse(files, "egress.yaml")?.unwrap_or_default();
+    let read = |key: &str| {
+        let quoted = format!("\"{key}\"");
+        let in_policies = (files.iter()).any(|(path, text)| path.starts_with("policies/") && text.contains(&quoted));
+        in_policies || egress_entries.iter().any(|e| e.workloads.labels.contains_key(key))
+    };
+    let trust = workloads::label_trust(&workloads, read)?;
     let (mut service_accounts, mut deployments) = workloads::workloads(&workloads, &served.inbound_ports, options)?;
     let mut services = std::mem::take(&mut served.services);
     let mut policies = policies::policies(files)?;
-    let mut allowlists = egress::allowlists(&parse::<Vec<_>>(files, "egress.yaml")?.unwrap_or_default())?;
+    let mut allowlists = egress::allowlists(&egress_entries)?;
     sort(&mut service_accounts, |o| &o.metadata);
     sort(&mut services, |o| &o.metadata);
     sort(&mut deployments, |o| &o.metadata);

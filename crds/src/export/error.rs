@@ -34,6 +34,10 @@ pub enum ExportError {
     #[error("policy file `{file}` is over the limit of {limit} bytes of a CedarPolicy; split it into several files")]
     PolicyTooLarge { file: String, limit: usize },
 
+    /// A label policies read that differs between workloads of one namespace.
+    #[error("the workloads of namespace `{namespace}` do not all have the same `{key}` label, which a policy or an egress entry reads; in a cluster a label policies can trust comes from the Namespace, one value for all its workloads (a pod's own labels can be forged by whoever creates pods); give the workloads that differ a namespace of their own")]
+    DisputedTag { namespace: String, key: String },
+
     /// An egress entry whose workloads are not in exactly one namespace.
     #[error("the egress entry for `{host}` selects workloads of {found}, but an EgressAllowlist selects workloads of its own namespace only; split it into one entry per namespace, each with `namespaces: [NS]`")]
     EgressNamespaces { host: String, found: String },

@@ -32,9 +32,31 @@ pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> 
         let what = format!("service `{}/{}`", entry.namespace, entry.name);
         check_labels(&what, &entry.labels, is_palisade)?;
         served.services.push(service(entry, &service_account));
-        let foreign = entry.hosts.iter().filter(|h| !is_cluster_name(h)).cloned();
         let delegated = served.delegations.entry(entry.namespace.clone()).or_default();
-        delegated.extend(foreign);
+        for host in &entry.hosts {
+            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            match cluster_name(&host, &entry.namespace, &entry.name) {
+                ClusterName::Own => {}
+                ClusterName::Other => {
+                    return Err(ExportError::Invalid {
+                        what: format!("a host of service `{}/{}`", entry.namespace, entry.name),
+                        value: host,
+                        hint: "in a cluster a Service answers only to its own cluster names \
+                               (`NAME.NS.svc`, `NAME.NS.svc.cluster.local`); remove it or use a name outside `.svc`",
+                    });
+                }
+                ClusterName::No => {
+                    delegated.insert(host);
+                }
+            }
+        }
+        if delegated.len() > MAX_DELEGATED_HOSTS {
+            return Err(ExportError::Invalid {
+                what: format!("the number of hosts of the services of namespace `{}`", entry.namespace),
+                value: delegated.len().to_string(),
+                hint: "a MeshConfig delegates at most 256 hosts to one namespace; use a wildcard domain instead",
+            });
+        }
         let endpoint_ports = entry
             .endpoints
             .iter()
@@ -60,11 +82,28 @@ pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> 
     Ok(served)
 }
 
-/// Whether `host` is a cluster name (`….svc`, `….svc.cluster.local`), which a
-/// Service owns by its name and no delegation can give.
-fn is_cluster_name(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    host.ends_with(".svc") || host.ends_with(".svc.cluster.local")
+/// The most hosts the MeshConfig's schema lets one delegation hold.
+const MAX_DELEGATED_HOSTS: usize = 256;
+
+/// What a (canonical) host is to Service `name` of `namespace`.
+enum ClusterName {
+    /// One of its own cluster names, which it needs no delegation for.
+    Own,
+    /// Another Service's cluster name, which it cannot have in a cluster.
+    Other,
+    /// Not a cluster name: the MeshConfig must delegate it.
+    No,
+}
+
+fn cluster_name(host: &str, namespace: &str, name: &str) -> ClusterName {
+    let own = format!("{name}.{namespace}.svc");
+    if host == own || host == format!("{own}.cluster.local") {
+        return ClusterName::Own;
+    }
+    match host.ends_with(".svc") || host.ends_with(".svc.cluster.local") {
+        true => ClusterName::Other,
+        false => ClusterName::No,
+    }
 }
 
 /// The one identity serving the entry, of its namespace: (SPIFFE ID, service account).
@@ -157,6 +196,19 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn another_services_cluster_name_has_no_cluster_form_and_hosts_are_delegated_canonical() {
+        let mut other = entry(&[PAYMENTS], &[]);
+        other.hosts = vec!["Payments.Shop.".into(), "checkout.checkout.svc".into()];
+        let error = services(&[other]).unwrap_err().to_string();
+        assert!(error.contains("`checkout.checkout.svc` is not valid"), "{error}");
+        let mut upper = entry(&[PAYMENTS], &[]);
+        upper.hosts = vec!["Payments.Shop.".into()];
+        let served = services(&[upper]).unwrap();
+        let delegated: Vec<&String> = served.delegations["payments"].iter().collect();
+        assert_eq!(delegated, ["payments.shop"]);
     }
 
     #[test]

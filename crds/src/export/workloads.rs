@@ -79,8 +79,11 @@ pub(super) struct LabelTrust {
 }
 
 /// Splits the workloads' labels into Namespace labels and self-asserted keys, so
-/// that the controller gives each identity exactly its labels back.
-pub(super) fn label_trust(entries: &[WorkloadEntry]) -> Result<LabelTrust, ExportError> {
+/// that the controller gives each identity exactly its labels back. A key that
+/// differs between workloads of one namespace could only be self-asserted, which
+/// anyone who creates a pod can forge: when `read(key)` (a policy or an allowlist
+/// reads it), that is refused.
+pub(super) fn label_trust(entries: &[WorkloadEntry], read: impl Fn(&str) -> bool) -> Result<LabelTrust, ExportError> {
     let mut by_namespace: BTreeMap<String, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
     for entry in entries {
         let (namespace, _) = identity(&entry.spiffe_id)?;
@@ -93,7 +96,15 @@ pub(super) fn label_trust(entries: &[WorkloadEntry]) -> Result<LabelTrust, Expor
             shared.retain(|key, value| set.get(key) == Some(value));
         }
         let rest = (sets.iter().flat_map(|s| s.keys())).filter(|key| !shared.contains_key(*key));
-        trust.self_asserted.extend(rest.cloned());
+        for key in rest {
+            if read(key) {
+                return Err(ExportError::DisputedTag {
+                    namespace,
+                    key: key.clone(),
+                });
+            }
+            trust.self_asserted.insert(key.clone());
+        }
         trust.namespaces.insert(namespace, shared);
     }
     Ok(trust)

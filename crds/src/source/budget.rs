@@ -4,22 +4,28 @@
 //! [`MAX_FILE_BYTES`] per file, [`MAX_TOTAL_BYTES`] in all), and a refused bundle
 //! is no new bundle for anyone. In a cluster, whoever may create objects in one
 //! namespace could push it over: thousands of `CedarPolicy`s, pods or Services.
-//! So [`plan`] checks each namespace's part before the loader runs, and cuts the
-//! part that is too big, never another namespace's:
+//! So [`plan`] checks each namespace's part before the loader runs and cuts parts
+//! that are too big:
 //!
 //! 1. Each namespace has a budget of its own: at most [`NAMESPACE_POLICIES`]
 //!    policy files and [`NAMESPACE_POLICY_BYTES`] of policy text, and at most
 //!    [`NAMESPACE_ENTRY_BYTES`] in each of `workloads.yaml`, `services.yaml` and
-//!    `egress.yaml`.
-//! 2. When the namespaces within budget still add up to more than a limit, the
-//!    one with the biggest part of what is over is cut first, then the next,
-//!    until the bundle fits.
+//!    `egress.yaml`. Over it, only that namespace is cut.
+//! 2. The budgets of all namespaces may add up to more than the loader's
+//!    limits. When the namespaces within budget still overflow a limit, each
+//!    namespace is guaranteed its **fair share** of that limit: the limit divided
+//!    by the number of namespaces. A namespace within its fair share is never
+//!    cut, whatever the others do. Of those above their share, the biggest is cut
+//!    first, then the next, until the bundle fits. Since the shares add up to
+//!    the limit, some namespace is always above its share while the bundle does
+//!    not fit. So one namespace's growth can cost another namespace only when that
+//!    namespace itself takes more than its share.
 //!
 //! A cut of policies holds the namespace on its last valid set (as an invalid
-//! policy does); if that set is what is too big, the namespace has no policy
-//! (every call to and from it is denied). A cut of workloads, Services or
-//! allowlist entries leaves them out. Every cut narrows access, and only the
-//! namespace's own.
+//! policy does). When that does not bring it within what it may have (its own
+//! budget, or its fair share), it has no policy at all: every call to and from it
+//! is denied. A cut of workloads, Services or allowlist entries leaves them out.
+//! Every cut narrows access.
 
 use std::collections::BTreeMap;
 
@@ -150,13 +156,21 @@ pub(super) fn plan(usage: &BTreeMap<String, Usage>) -> Cuts {
     }
     // Each step cuts one part one step further, and a part can be cut at most twice.
     for _ in 0..usage.len().saturating_mul(5).saturating_add(1) {
-        let Some((over, namespace, part)) = biggest_over(&cuts, usage) else {
+        let Some(cut) = biggest_over_share(&cuts, usage) else {
             break;
         };
+        let Over {
+            limit,
+            namespace,
+            part,
+            amount,
+            share,
+        } = cut;
         let why = format!(
-            "the mesh's bundle would be over {over}, and namespace `{namespace}` has the biggest part of it; \
-             the biggest contributors are left out first until the bundle fits: make namespace `{namespace}` \
-             smaller, or ask the mesh's administrators about the other namespaces"
+            "the mesh's bundle would be over {limit}, and namespace `{namespace}` takes {amount} of it, more than \
+             its fair share ({share}: the limit divided among the {count} namespaces); the namespaces furthest over \
+             their share are cut first until the bundle fits: make namespace `{namespace}` smaller",
+            count = usage.len()
         );
         cuts.deepen(namespace, part, why);
     }
@@ -193,59 +207,77 @@ fn own_budget(cuts: &mut Cuts, namespace: &str, used: &Usage) {
     }
 }
 
-/// A limit of the loader the bundle is over: in words, the parts that count
-/// towards it, and how.
+/// A limit of the loader the bundle is over: in words, how much it allows, the
+/// parts that count towards it, and how.
 struct Limit {
-    over: String,
+    words: String,
+    capacity: usize,
     parts: Vec<Part>,
     measure: fn(Size) -> usize,
 }
 
-/// The first limit the bundle is over, in words, and the namespace and part with
-/// the biggest share of it; `None` when the bundle fits.
-fn biggest_over<'a>(cuts: &Cuts, usage: &'a BTreeMap<String, Usage>) -> Option<(String, &'a str, Part)> {
-    let parts = [Part::Policies, Part::Workloads, Part::Services, Part::Egress];
-    let size = |namespace: &str, used: &Usage, part| cuts.size(namespace, used, part);
-    let total = |part: Part, measure: fn(Size) -> usize| -> usize {
-        (usage.iter()).map(|(ns, used)| measure(size(ns, used, part))).sum()
-    };
+/// A namespace to cut because the bundle is over `limit` and it takes more than
+/// its `share`.
+struct Over<'a> {
+    limit: String,
+    namespace: &'a str,
+    part: Part,
+    amount: usize,
+    share: usize,
+}
+
+/// The first limit the bundle is over, with the namespace furthest above its
+/// fair share of it and that namespace's biggest part; `None` when the bundle
+/// fits.
+fn biggest_over_share<'a>(cuts: &Cuts, usage: &'a BTreeMap<String, Usage>) -> Option<Over<'a>> {
+    let all = [Part::Policies, Part::Workloads, Part::Services, Part::Egress];
     let files = |s: Size| s.files;
     let bytes = |s: Size| s.bytes;
-    let mut limits: Vec<Limit> = Vec::new();
-    if total(Part::Policies, files).saturating_add(RESERVED_FILES) > MAX_FILES {
-        limits.push(Limit {
-            over: format!("its limit of {MAX_FILES} files"),
-            parts: vec![Part::Policies],
-            measure: files,
-        });
-    }
+    let mut limits = vec![Limit {
+        words: format!("its limit of {MAX_FILES} files"),
+        capacity: MAX_FILES.saturating_sub(RESERVED_FILES),
+        parts: vec![Part::Policies],
+        measure: files,
+    }];
     for part in [Part::Workloads, Part::Services, Part::Egress] {
-        if total(part, bytes) > MAX_FILE_BYTES {
-            limits.push(Limit {
-                over: format!("the limit of {MAX_FILE_BYTES} bytes for {}", part.file()),
-                parts: vec![part],
-                measure: bytes,
-            });
-        }
-    }
-    let all: usize = parts.iter().map(|part| total(*part, bytes)).sum();
-    if all.saturating_add(RESERVED_BYTES) > MAX_TOTAL_BYTES {
         limits.push(Limit {
-            over: format!("its limit of {MAX_TOTAL_BYTES} bytes in all"),
-            parts: parts.to_vec(),
+            words: format!("the limit of {MAX_FILE_BYTES} bytes for {}", part.file()),
+            capacity: MAX_FILE_BYTES,
+            parts: vec![part],
             measure: bytes,
         });
     }
-    let Limit { over, parts, measure } = limits.into_iter().next()?;
-    let candidates = usage.iter().flat_map(|(ns, used)| {
-        let parts = parts.clone();
-        parts
-            .into_iter()
-            .map(move |part| (measure(size(ns, used, part)), ns.as_str(), part))
+    limits.push(Limit {
+        words: format!("its limit of {MAX_TOTAL_BYTES} bytes in all"),
+        capacity: MAX_TOTAL_BYTES.saturating_sub(RESERVED_BYTES),
+        parts: all.to_vec(),
+        measure: bytes,
     });
-    // The biggest; between equals, the namespace that sorts last, so the choice is stable.
-    let (amount, namespace, part) = candidates.max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))?;
-    (amount > 0).then_some((over, namespace, part))
+    let amount = |limit: &Limit, namespace: &str, used: &Usage| -> usize {
+        (limit.parts.iter())
+            .map(|part| (limit.measure)(cuts.size(namespace, used, *part)))
+            .sum()
+    };
+    let limit = limits.into_iter().find(|limit| {
+        let total: usize = usage.iter().map(|(ns, used)| amount(limit, ns, used)).sum();
+        total > limit.capacity
+    })?;
+    let share = limit.capacity / usage.len().max(1);
+    // The furthest over its share; between equals, the namespace that sorts last.
+    let (taken, namespace, used) = (usage.iter())
+        .map(|(ns, used)| (amount(&limit, ns, used), ns.as_str(), used))
+        .filter(|(taken, _, _)| *taken > share)
+        .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))?;
+    let part = (limit.parts.iter())
+        .copied()
+        .max_by_key(|part| (limit.measure)(cuts.size(namespace, used, *part)))?;
+    Some(Over {
+        limit: limit.words,
+        namespace,
+        part,
+        amount: taken,
+        share,
+    })
 }
 
 #[cfg(test)]
@@ -298,13 +330,17 @@ mod tests {
     }
 
     #[test]
-    fn when_namespaces_within_budget_add_up_to_too_much_the_biggest_go_first() {
+    fn when_namespaces_within_budget_add_up_to_too_much_the_biggest_above_their_share_go_first() {
         // 60 namespaces of 200 policy files each: 12,000 files, over 10,000.
         let mut all: Vec<(String, Usage)> = (0..60).map(|i| (format!("team-{i:02}"), policies(200, 1000))).collect();
         all.push(("big".into(), policies(NAMESPACE_POLICIES, 2000)));
         let usage: BTreeMap<String, Usage> = all.into_iter().collect();
         let cuts = plan(&usage);
-        assert_eq!(cuts.policies["big"].0, PolicyCut::Held, "the biggest goes first");
+        assert_eq!(
+            cuts.policies["big"].0,
+            PolicyCut::Held,
+            "the biggest goes first (its last valid set is empty)"
+        );
         let kept: usize = (usage.iter())
             .map(|(ns, u)| cuts.size(ns, u, Part::Policies).files)
             .sum();
@@ -314,7 +350,26 @@ mod tests {
             "no more is cut than needed: {kept}"
         );
         let why = cuts.reason("big", Part::Policies).unwrap();
-        assert!(why.contains("its limit of 10000 files"), "{why}");
+        assert!(
+            why.contains("its limit of 10000 files") && why.contains("fair share"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_within_its_fair_share_is_never_cut_whatever_another_does() {
+        // 40 namespaces: a fair share of `services.yaml` is 4 MiB / 40 ≈ 105 KiB.
+        let entries = |services| Usage {
+            services,
+            ..Usage::default()
+        };
+        let mut all: Vec<(String, Usage)> = (0..38).map(|i| (format!("t{i:02}"), entries(100 << 10))).collect();
+        all.push(("victim".into(), entries(100 << 10)));
+        // The attacker grows to its own budget and tips the file over.
+        all.push(("attacker".into(), entries(NAMESPACE_ENTRY_BYTES)));
+        let cuts = plan(&all.into_iter().collect());
+        assert!(cuts.cut("attacker", Part::Services));
+        assert_eq!(cuts.entries.len(), 1, "{:?}", cuts.entries.keys());
     }
 
     #[test]

@@ -219,6 +219,10 @@ impl<'a> Inputs<'a> {
             let namespace = allowlist.metadata.namespace.as_deref().unwrap_or_default();
             if let Some(why) = self.cuts.reason(namespace, Part::Egress) {
                 blame.invalid_allowlists.insert(index, vec![format!("error: {why}")]);
+            } else if allowlist.spec.workloads.labels.contains_key("") {
+                // Refused here, once, rather than by the loader once per host.
+                let why = "error: a label key of `spec.workloads.labels` is empty; give every label a key";
+                blame.invalid_allowlists.insert(index, vec![why.to_owned()]);
             }
         }
         blame
@@ -234,11 +238,14 @@ impl<'a> Inputs<'a> {
             .filter(|id| !blame.dropped_workloads.contains(*id))
             .map(String::as_str)
             .collect();
-        let services = (self.services.iter()).filter(|s| !blame.dropped_services.contains(&s.key));
+        let candidates = (self.services.iter()).filter(|s| !blame.dropped_services.contains(&s.key));
+        let (kept, claim_notes) = services::claim_hosts(candidates.clone());
+        let services = candidates.filter(|s| kept.contains(&s.key));
         let services = Rendered::list("services.yaml", services.map(|s| (s.key.clone(), &s.entry)))?;
         let skip = |i: usize| blame.invalid_allowlists.contains_key(&i);
         let trust_domain = &self.mesh.spec.trust_domain;
-        let (entries, notes) = egress::entries(&self.state.allowlists, trust_domain, &live, &skip);
+        let (entries, mut notes) = egress::entries(&self.state.allowlists, trust_domain, &live, &skip);
+        notes.extend(claim_notes);
         let owned = entries
             .iter()
             .map(|item| ((item.allowlist, item.entry.host.clone()), &item.entry));

@@ -29,11 +29,14 @@
 //!   a pod cannot give itself `pci: "true"` (only keys listed in
 //!   `selfAssertedLabels` are taken from pods).
 //! - **Hosts**: a Service may claim its own cluster names and the names
-//!   delegated to its namespace, never an allowlisted external host; when two
-//!   Services claim one host the older keeps it.
+//!   delegated to its namespace; when two Services claim one host the better
+//!   right wins (own, exact, wildcard), then the older; claims are settled after
+//!   every other cut.
 //! - **Size**: each namespace has a budget, and when the whole bundle would be
-//!   over the loader's limits the biggest contributors are cut first (see
-//!   [`NAMESPACE_POLICIES`] and the `budget` module).
+//!   over the loader's limits, the namespaces furthest over their fair share
+//!   are cut first (see [`NAMESPACE_POLICIES`] and the `budget` module).
+//! - **Endpoints**: IP addresses of the Service's own slices only, so no
+//!   tenant object costs the loader a diagnostic per entry.
 //!
 //! # What is invalid is left out, never half-applied
 //!

@@ -3,9 +3,9 @@
 //! Only Services with a selector are mesh services (one without is not served by
 //! pods of the mesh). Each one's `servedBy` is the identities of the live pods its
 //! selector picks in its namespace; one that picks none is left out, since
-//! nothing could serve it. Its endpoints are the addresses of its EndpointSlices
-//! whose `ready` condition is not `false`, each with the target pod's
-//! sidecar port ([`INBOUND_PORT_ANNOTATION`], default [`DEFAULT_INBOUND_PORT`]).
+//! nothing could serve it. Its endpoints are the IP addresses of its
+//! EndpointSlices whose `ready` condition is not `false`, each with the target
+//! pod's (of its own namespace) sidecar port ([`INBOUND_PORT_ANNOTATION`], default [`DEFAULT_INBOUND_PORT`]).
 //!
 //! Hosts: the [`HOSTS_ANNOTATION`] when present, else `NAME.NS.svc` and
 //! `NAME.NS.svc.CLUSTER_DOMAIN`. Whoever may create a Service in a namespace
@@ -17,14 +17,17 @@
 //! - any other host must be delegated to the Service's namespace by the
 //!   `MeshConfig`'s `hostDelegations` (an exact name, or `*.domain` for exactly
 //!   one more label), which only cluster administrators write;
-//! - when two Services claim one host the older keeps it (then by namespace and
-//!   name) and the other is left out.
+//! - when two Services claim one host, the better right keeps it (an own
+//!   cluster name, then an exact delegation, then a wildcard one), then the
+//!   older Service (then by namespace and name), and the other is left out
+//!   ([`claim_hosts`], run on each round's Services after every other cut).
 //!
 //! A name delegated to a namespace is a mesh name: an `EgressAllowlist` that
 //! lists it is the one the loader refuses, so an allowlist cannot push a Service
 //! out of the mesh either.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -47,6 +50,20 @@ pub(super) struct ServiceItem {
     pub(super) key: (String, String),
     created: Option<Time>,
     pub(super) entry: ServiceEntry,
+    /// Each host (canonical) and by what right the Service claims it.
+    grants: BTreeMap<String, Grant>,
+}
+
+/// By what right a Service claims a host; the better right wins a contested
+/// host, whatever the ages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Grant {
+    /// One of its own cluster names.
+    Own,
+    /// A delegation of exactly this name to its namespace.
+    Exact,
+    /// A `*.domain` delegation to its namespace.
+    Wildcard,
 }
 
 /// Who may claim which host names: what [`services`] checks each Service's
@@ -67,17 +84,42 @@ pub(super) fn services(
     rules: &HostRules<'_>,
 ) -> (Vec<ServiceItem>, Vec<String>) {
     let mut notes = Vec::new();
+    let slices = SlicesByService::new(slices);
     let mut items: Vec<ServiceItem> = (services.iter())
-        .filter_map(|service| item(service, slices, pods, rules, &mut notes))
+        .filter_map(|service| item(service, &slices, pods, rules, &mut notes))
         .collect();
     items.sort_by(|a, b| a.key.cmp(&b.key));
-    let items = claim_hosts(items, &mut notes);
     (items, notes)
+}
+
+/// EndpointSlices by the `(namespace, name)` of the Service they belong to
+/// (label `kubernetes.io/service-name`): each Service finds its own without a
+/// scan of every slice.
+struct SlicesByService<'a>(BTreeMap<(String, String), Vec<&'a EndpointSlice>>);
+
+impl<'a> SlicesByService<'a> {
+    fn new(slices: &'a [EndpointSlice]) -> Self {
+        let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in slices {
+            let namespace = slice.metadata.namespace.as_ref();
+            let service = (slice.metadata.labels.as_ref()).and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(namespace), Some(service)) = (namespace, service) {
+                let key = (namespace.clone(), service.clone());
+                by_service.entry(key).or_default().push(slice);
+            }
+        }
+        Self(by_service)
+    }
+
+    fn of(&self, namespace: &str, name: &str) -> &[&'a EndpointSlice] {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.0.get(&key).map_or(&[], Vec::as_slice)
+    }
 }
 
 fn item(
     service: &Service,
-    slices: &[EndpointSlice],
+    slices: &SlicesByService<'_>,
     pods: &LivePods<'_>,
     rules: &HostRules<'_>,
     notes: &mut Vec<String>,
@@ -93,12 +135,12 @@ fn item(
         ));
         return None;
     }
-    let hosts = hosts(service, namespace, name, rules, notes)?;
+    let grants = hosts(service, namespace, name, rules, notes)?;
     let ports = (spec.ports.iter().flatten()).map(|p| i64::from(p.port)).collect();
     let entry = ServiceEntry {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        hosts,
+        hosts: grants.iter().map(|(host, _)| host.clone()).collect(),
         ports,
         labels: service_policy_labels(meta.labels.as_ref().unwrap_or(&BTreeMap::new())),
         served_by: served_by.into_iter().collect(),
@@ -108,67 +150,74 @@ fn item(
         key: (namespace.to_owned(), name.to_owned()),
         created: meta.creation_timestamp.clone(),
         entry,
+        grants: (grants.iter()).map(|(host, grant)| (canonical(host), *grant)).collect(),
     })
 }
 
-/// The annotation's hosts, or the cluster names; `None` (with a note) when the
-/// annotation lists a host the Service may not claim.
+/// The annotation's hosts, or the cluster names, each with the right to it;
+/// `None` (with a note) when the annotation lists a host the Service may not
+/// claim.
 fn hosts(
     service: &Service,
     namespace: &str,
     name: &str,
     rules: &HostRules<'_>,
     notes: &mut Vec<String>,
-) -> Option<Vec<String>> {
+) -> Option<Vec<(String, Grant)>> {
     let own = [
         format!("{name}.{namespace}.svc"),
         format!("{name}.{namespace}.svc.{}", rules.options.cluster_domain),
     ];
     let annotation = (service.metadata.annotations.as_ref()).and_then(|a| a.get(HOSTS_ANNOTATION));
     let Some(annotation) = annotation else {
-        return Some(own.to_vec());
+        return Some(own.iter().map(|host| (host.clone(), Grant::Own)).collect());
     };
-    let hosts: Vec<String> = (annotation.split(','))
+    let granted: Result<Vec<(String, Grant)>, String> = (annotation.split(','))
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(str::to_owned)
+        .map(|host| Ok((host.to_owned(), grant(host, namespace, &own, rules)?)))
         .collect();
-    let refused = hosts.iter().find_map(|host| refusal(host, namespace, &own, rules));
-    if let Some(why) = refused {
-        notes.push(format!(
-            "service `{namespace}/{name}` is left out: its `{HOSTS_ANNOTATION}` lists {why}; it may list its own \
+    let hosts = match granted {
+        Ok(hosts) => hosts,
+        Err(why) => {
+            notes.push(format!(
+                "service `{namespace}/{name}` is left out: its `{HOSTS_ANNOTATION}` lists {why}; it may list its own \
              `{}` and `{}`, and the names the MeshConfig `default` delegates to namespace `{namespace}` in \
              `hostDelegations`",
-            own[0], own[1]
-        ));
-        return None;
-    }
+                own[0], own[1]
+            ));
+            return None;
+        }
+    };
     Some(hosts)
 }
 
-/// Why the Service whose own names are `own` may not claim `host`; `None` when
-/// it may.
-fn refusal(host: &str, namespace: &str, own: &[String; 2], rules: &HostRules<'_>) -> Option<String> {
+/// The right by which the Service whose own names are `own` claims `host`; why
+/// it may not, when it may not.
+fn grant(host: &str, namespace: &str, own: &[String; 2], rules: &HostRules<'_>) -> Result<Grant, String> {
     let canonical = canonical(host);
     if own.contains(&canonical) {
-        return None;
+        return Ok(Grant::Own);
     }
     let cluster_suffix = format!(".svc.{}", rules.options.cluster_domain);
     if canonical.ends_with(".svc") || canonical.ends_with(&cluster_suffix) {
-        return Some(format!("`{host}`, a cluster name that is not its own"));
+        return Err(format!("`{host}`, a cluster name that is not its own"));
     }
     let normalized = match normalize_host(host, None) {
         Ok(normalized) if normalized.port().is_none() => normalized,
-        _ => return Some(format!("`{host}`, which is not a host name")),
+        _ => return Err(format!("`{host}`, which is not a host name")),
     };
-    let delegated = (rules.delegations.iter())
+    let patterns = (rules.delegations.iter())
         .filter(|d| d.namespace == namespace)
         .flat_map(|d| &d.hosts)
-        .any(|pattern| host_matches(pattern, &normalized));
-    match delegated {
-        true => None,
-        false => Some(format!("`{host}`, which is not delegated to its namespace")),
-    }
+        .filter(|pattern| host_matches(pattern, &normalized));
+    let best = patterns
+        .map(|pattern| match pattern.starts_with("*.") {
+            true => Grant::Wildcard,
+            false => Grant::Exact,
+        })
+        .min();
+    best.ok_or_else(|| format!("`{host}`, which is not delegated to its namespace"))
 }
 
 /// A host name compared case-insensitively and without a trailing dot.
@@ -177,22 +226,19 @@ fn canonical(host: &str) -> String {
 }
 
 /// `IP:PORT` (`[IPv6]:PORT`) of every ready address of the Service's slices.
+/// An address that is not an IP address (a slice of `addressType: FQDN`, or
+/// anything else the loader would refuse) is left out, with one note for the
+/// Service: a tenant's slices must not cost the loader a diagnostic each.
 fn endpoints(
     namespace: &str,
     name: &str,
-    slices: &[EndpointSlice],
+    slices: &SlicesByService<'_>,
     pods: &LivePods<'_>,
     notes: &mut Vec<String>,
 ) -> Vec<String> {
-    let owned = |slice: &&EndpointSlice| {
-        slice.metadata.namespace.as_deref() == Some(namespace)
-            && (slice.metadata.labels.as_ref())
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(name)
-    };
     let mut out = BTreeSet::new();
-    for endpoint in slices.iter().filter(owned).flat_map(|slice| &slice.endpoints) {
+    let mut not_ip = 0_usize;
+    for endpoint in slices.of(namespace, name).iter().flat_map(|slice| &slice.endpoints) {
         let ready = endpoint.conditions.as_ref().and_then(|c| c.ready);
         if ready == Some(false) {
             continue;
@@ -201,11 +247,21 @@ fn endpoints(
             continue;
         };
         for address in &endpoint.addresses {
-            out.insert(match address.contains(':') {
-                true => format!("[{address}]:{port}"),
-                false => format!("{address}:{port}"),
-            });
+            match address.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) => out.insert(format!("{ip}:{port}")),
+                Ok(IpAddr::V6(ip)) => out.insert(format!("[{ip}]:{port}")),
+                Err(_) => {
+                    not_ip += 1;
+                    continue;
+                }
+            };
         }
+    }
+    if not_ip > 0 {
+        notes.push(format!(
+            "service `{namespace}/{name}`: {not_ip} endpoint addresses of its EndpointSlices are not IP addresses \
+             and are left out"
+        ));
     }
     out.into_iter().collect()
 }
@@ -213,14 +269,14 @@ fn endpoints(
 /// The sidecar port of the endpoint's pod; `None` (with a note) when its
 /// annotation is not a port.
 fn inbound_port(namespace: &str, endpoint: &Endpoint, pods: &LivePods<'_>, notes: &mut Vec<String>) -> Option<u16> {
-    let target = endpoint
-        .target_ref
-        .as_ref()
-        .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"));
-    let pod_namespace = target.and_then(|t| t.namespace.as_deref()).unwrap_or(namespace);
+    // A slice points only at pods of its own namespace: a `targetRef` elsewhere
+    // is ignored (the endpoint keeps the default port).
+    let target = (endpoint.target_ref.as_ref())
+        .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
+        .filter(|r| r.namespace.as_deref().is_none_or(|ns| ns == namespace));
     let pod = target
         .and_then(|t| t.name.as_deref())
-        .and_then(|name| pods.get(pod_namespace, name));
+        .and_then(|name| pods.get(namespace, name));
     let Some(raw) = pod.and_then(|pod| pod.annotations.get(INBOUND_PORT_ANNOTATION)) else {
         return Some(DEFAULT_INBOUND_PORT);
     };
@@ -237,31 +293,51 @@ fn inbound_port(namespace: &str, endpoint: &Endpoint, pods: &LivePods<'_>, notes
     }
 }
 
-/// Gives each host to the oldest Service claiming it (then by namespace and
-/// name); a Service that would share one is left out.
-fn claim_hosts(items: Vec<ServiceItem>, notes: &mut Vec<String>) -> Vec<ServiceItem> {
-    let mut by_age: Vec<ServiceItem> = items;
-    by_age.sort_by(|a, b| (a.created.is_none(), &a.created, &a.key).cmp(&(b.created.is_none(), &b.created, &b.key)));
-    let mut owners: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut kept = Vec::with_capacity(by_age.len());
-    for item in by_age {
-        let hosts: BTreeSet<String> = item.entry.hosts.iter().map(|h| canonical(h)).collect();
-        if let Some((host, owner)) = hosts.iter().find_map(|h| owners.get(h).map(|owner| (h, owner))) {
-            let (namespace, name) = &item.key;
-            notes.push(format!(
-                "service `{namespace}/{name}` is left out: host `{host}` belongs to the older service `{}/{}`; \
-                 a host names one service",
-                owner.0, owner.1
-            ));
-            continue;
+/// Gives each host to one of the Services claiming it: the one with the best
+/// right to it ([`Grant`]), then the oldest, then by namespace and name. A
+/// Service that loses any of its hosts is left out. The controller runs this on
+/// the Services of each round, after budget cuts and the loader's refusals, so
+/// a Service that is left out for another reason holds no host.
+pub(super) fn claim_hosts<'a>(
+    items: impl Iterator<Item = &'a ServiceItem> + Clone,
+) -> (BTreeSet<(String, String)>, Vec<String>) {
+    let mut winners: BTreeMap<&str, &ServiceItem> = BTreeMap::new();
+    let priority = |item: &'a ServiceItem, host: &str| {
+        let grant = item.grants.get(host).copied().unwrap_or(Grant::Wildcard);
+        (grant, item.created.is_none(), item.created.clone(), item.key.clone())
+    };
+    for item in items.clone() {
+        for host in item.grants.keys() {
+            let better = winners
+                .get(host.as_str())
+                .is_none_or(|w| priority(item, host) < priority(w, host));
+            if better {
+                winners.insert(host, item);
+            }
         }
-        hosts.into_iter().for_each(|h| {
-            owners.insert(h, item.key.clone());
-        });
-        kept.push(item);
     }
-    kept.sort_by(|a, b| a.key.cmp(&b.key));
-    kept
+    let mut kept = BTreeSet::new();
+    let mut notes = Vec::new();
+    for item in items {
+        let lost = (item.grants.keys()).find_map(|host| {
+            let winner = winners.get(host.as_str())?;
+            (winner.key != item.key).then_some((host, winner))
+        });
+        match lost {
+            None => {
+                kept.insert(item.key.clone());
+            }
+            Some((host, winner)) => {
+                let (namespace, name) = &item.key;
+                notes.push(format!(
+                    "service `{namespace}/{name}` is left out: host `{host}` belongs to service `{}/{}`, which \
+                     claims it by a better right or first; a host names one service",
+                    winner.key.0, winner.key.1
+                ));
+            }
+        }
+    }
+    (kept, notes)
 }
 
 #[cfg(test)]
@@ -286,7 +362,10 @@ mod tests {
             options: &options,
             delegations,
         };
-        services(services_, slices, &live, &rules)
+        let (items, mut notes) = services(services_, slices, &live, &rules);
+        let (kept, claim_notes) = claim_hosts(items.iter());
+        notes.extend(claim_notes);
+        (items.into_iter().filter(|i| kept.contains(&i.key)).collect(), notes)
     }
 
     fn delegate(namespace: &str, hosts: &[&str]) -> HostDelegation {
@@ -376,6 +455,44 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_addresses_that_are_not_ip_addresses_are_left_out_with_one_note() {
+        let slices = [slice(
+            "shop",
+            "web",
+            &[
+                ("a1.123", "web-1", Some(true)),
+                ("web.example", "web-1", Some(true)),
+                ("010.0.0.1", "web-1", Some(true)),
+                ("10.0.0.1", "web-1", Some(true)),
+            ],
+        )];
+        let (items, notes) = build(
+            &[service("shop", "web", &[("app", "web")], &[80])],
+            &slices,
+            &[web_pod("web-1")],
+        );
+        assert_eq!(items[0].entry.endpoints, ["10.0.0.1:15006"]);
+        assert_eq!(
+            notes,
+            ["service `shop/web`: 3 endpoint addresses of its EndpointSlices are not IP addresses and are left out"]
+        );
+    }
+
+    #[test]
+    fn a_slice_cannot_borrow_the_port_of_a_pod_of_another_namespace() {
+        let mut elsewhere = web_pod("web-1");
+        elsewhere.metadata.namespace = Some("payments".into());
+        elsewhere.metadata.annotations = Some(map(&[(INBOUND_PORT_ANNOTATION, "9999")]));
+        let mut slice = slice("shop", "web", &[("10.0.0.1", "web-1", Some(true))]);
+        if let Some(target) = slice.endpoints[0].target_ref.as_mut() {
+            target.namespace = Some("payments".into());
+        }
+        let pods = [web_pod("web-1"), elsewhere];
+        let (items, _) = build(&[service("shop", "web", &[("app", "web")], &[80])], &[slice], &pods);
+        assert_eq!(items[0].entry.endpoints, ["10.0.0.1:15006"]);
+    }
+
+    #[test]
     fn a_pod_with_a_bad_inbound_port_is_left_out_of_the_endpoints() {
         let mut bad = web_pod("web-1");
         bad.metadata.annotations = Some(map(&[(INBOUND_PORT_ANNOTATION, "70000")]));
@@ -430,7 +547,7 @@ mod tests {
         let kept: Vec<_> = items.iter().map(|i| i.key.0.as_str()).collect();
         assert_eq!(kept, ["zeta"], "older wins even though `alpha` sorts first");
         assert!(
-            notes[0].contains("host `shop.example` belongs to the older service `zeta/web`"),
+            notes[0].contains("host `shop.example` belongs to service `zeta/web`"),
             "{notes:?}"
         );
     }
@@ -471,5 +588,26 @@ mod tests {
             let (items, notes) = with_rules(&[annotated("shop", "web", host)], &[], &[pod_in("shop")], &delegations);
             assert_eq!(items.len() == 1, kept, "{host}: {notes:?}");
         }
+    }
+
+    #[test]
+    fn an_exact_delegation_wins_a_host_over_an_older_wildcard_claim() {
+        let time = |secs| Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
+        let mut squatter = annotated("web", "pay", "pay.shop.example");
+        squatter.metadata.creation_timestamp = time(100);
+        let mut owner = annotated("payments", "payments", "pay.shop.example");
+        owner.metadata.creation_timestamp = time(200);
+        let delegations = [
+            delegate("web", &["*.shop.example"]),
+            delegate("payments", &["pay.shop.example"]),
+        ];
+        let (items, notes) = with_rules(
+            &[squatter, owner],
+            &[],
+            &[pod_in("web"), pod_in("payments")],
+            &delegations,
+        );
+        let kept: Vec<_> = items.iter().map(|i| i.key.0.as_str()).collect();
+        assert_eq!(kept, ["payments"], "{notes:?}");
     }
 }

@@ -241,3 +241,22 @@ fn a_namespace_cannot_take_another_namespaces_policy_id_away() {
         "{message}"
     );
 }
+
+#[test]
+fn an_allowlist_with_an_empty_label_key_is_invalid_once_whatever_its_hosts() {
+    let mut state = shop_cluster();
+    let mut empty_key = state.allowlists[0].clone();
+    empty_key.metadata.name = Some("empty-key".into());
+    empty_key.spec.hosts = (0..64).map(|i| format!("h{i}.example.com")).collect();
+    empty_key.spec.workloads.labels.insert(String::new(), "x".into());
+    state.allowlists.push(empty_key);
+    let built = build_ok(&state, &LastValid::new());
+    let Outcome::Invalid { message } = outcome(&built, Kind::EgressAllowlist, "checkout", "empty-key") else {
+        panic!("{:?}", built.verdicts);
+    };
+    assert_eq!(
+        message,
+        "error: a label key of `spec.workloads.labels` is empty; give every label a key"
+    );
+    assert_eq!(built.bundle.egress().rules().len(), 1, "only api.stripe.com");
+}

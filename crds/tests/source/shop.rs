@@ -106,3 +106,45 @@ fn the_order_objects_are_listed_in_does_not_change_the_bundle() {
     assert_eq!(a.files, b.files);
     assert_eq!(a.verdicts, b.verdicts);
 }
+
+/// The shop with a second workload in `payments`, `labels` its labels.
+fn with_second_payments_workload(labels: &str) -> (palisade_policy::BundleFiles, palisade_policy::Bundle) {
+    let (mut files, _) = load_with_files(shop_dir()).unwrap();
+    let mut workloads = files.get("workloads.yaml").unwrap().to_owned();
+    workloads.push_str(&format!(
+        "\n- spiffeId: spiffe://shop.example/ns/payments/sa/ledger\n  labels: {labels}\n"
+    ));
+    files.insert("workloads.yaml", workloads);
+    let bundle = palisade_policy::load_files(&files).unwrap();
+    (files, bundle)
+}
+
+#[test]
+fn a_label_policies_read_that_differs_within_a_namespace_is_not_exported_as_a_forgeable_one() {
+    let (files, bundle) = with_second_payments_workload("{ app: ledger }");
+    let error = export(&files, &bundle, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("namespace `payments` do not all have the same `pci` label"),
+        "{error}"
+    );
+
+    // `app` differs too, but nothing reads it: the pods may say it.
+    let (files, bundle) = with_second_payments_workload("{ app: ledger, pci: \"true\" }");
+    let exported = export(&files, &bundle, &ExportOptions::default()).unwrap();
+    assert_eq!(exported.mesh.spec.self_asserted_labels, ["app"]);
+    let payments = exported
+        .namespaces
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some("payments"));
+    let labels = payments.unwrap().metadata.labels.clone().unwrap();
+    assert_eq!(labels.get("pci").map(String::as_str), Some("true"));
+    assert!(!labels.contains_key("app"));
+    let built = build_ok(&apply(&render_yaml(&exported).unwrap()), &LastValid::new());
+    assert_eq!(
+        built.bundle.digest(),
+        bundle.digest(),
+        "and the cluster gives the bundle back"
+    );
+}
