@@ -144,6 +144,50 @@ impl Blame {
         Ok(self.progress() > before)
     }
 
+    /// Blames each current policy of `bundle` whose `@id` is another namespace's
+    /// ([`id_owner`]): the CedarPolicy is invalid and its namespace held. Whether
+    /// anything more is left out now.
+    pub(super) fn blame_foreign_ids(
+        &mut self,
+        round: &Round,
+        bundle: &palisade_policy::Bundle,
+        namespaces: &BTreeSet<&str>,
+        state: &ClusterState,
+    ) -> bool {
+        let before = self.progress();
+        let mut demote = BTreeSet::new();
+        for policy in bundle.policies() {
+            let Some(owner) = id_owner(policy.id(), namespaces).filter(|owner| *owner != policy.namespace()) else {
+                continue;
+            };
+            let Some(PolicyOwner::Current(index)) = round.policies.get(policy.file()) else {
+                continue;
+            };
+            let location = policy.location();
+            let resource = state.policies.get(*index).map(resource_ref).unwrap_or_default();
+            let message = format!(
+                "error: policy id `{}` begins with `{owner}-`, so it is namespace `{owner}`'s: in a cluster, an id \
+                 that starts with a namespace's name and `-` belongs to that namespace; start the ids of namespace \
+                 `{}` with `{}-`\n --> {resource}:{}:{}",
+                policy.id(),
+                policy.namespace(),
+                policy.namespace(),
+                location.line,
+                location.column
+            );
+            self.invalid_policies.entry(*index).or_default().push(message);
+            demote.insert(policy.namespace().to_owned());
+        }
+        for namespace in demote {
+            let next = match self.standing(&namespace) {
+                Standing::Current => Standing::Held,
+                Standing::Held | Standing::Empty => Standing::Empty,
+            };
+            self.standings.insert(namespace, next);
+        }
+        self.progress() > before
+    }
+
     fn drop_workload(&mut self, id: &str, diagnostic: &Diagnostic) {
         if self.dropped_workloads.insert(id.to_owned()) {
             let problem = diagnostic.problem();
@@ -173,6 +217,18 @@ impl Blame {
     }
 }
 
+/// The namespace an `@id` belongs to: the longest of `namespaces` that the id
+/// starts with, followed by `-` (`payments-charge` is `payments`'s, also when a
+/// namespace `pay` exists). Ids mesh-wide are unique, so without this a tenant
+/// could take an id another namespace is about to use and keep that namespace's
+/// new policy out.
+pub(crate) fn id_owner<'a>(id: &str, namespaces: &BTreeSet<&'a str>) -> Option<&'a str> {
+    (namespaces.iter())
+        .filter(|ns| id.strip_prefix(**ns).is_some_and(|rest| rest.starts_with('-')))
+        .max_by_key(|ns| ns.len())
+        .copied()
+}
+
 /// For an `@id` used twice, the loader blames the file it read second, in path
 /// order. That would let a namespace that sorts first take an `@id` away from
 /// another and hold it on its last valid set. The newcomer is blamed instead: a
@@ -189,7 +245,19 @@ fn newcomer(
         return None;
     };
     let (first_path, second_path) = (first.0.file.as_ref(), diagnostic.file()?);
-    let first_is_newcomer = match (round.policies.get(first_path)?, round.policies.get(second_path)?) {
+    let (first_owner, second_owner) = (round.policies.get(first_path)?, round.policies.get(second_path)?);
+    // An id that starts with a namespace's name and `-` is that namespace's,
+    // whoever used it first.
+    let namespaces = state.namespace_names();
+    let owner = id_owner(id, &namespaces);
+    let namespace_of = |owner: &PolicyOwner| match owner {
+        PolicyOwner::Current(index) => state.policies.get(*index).and_then(|p| p.metadata.namespace.clone()),
+        PolicyOwner::Held(namespace) => Some(namespace.clone()),
+    };
+    let owns = |policy: &PolicyOwner| owner.is_some() && namespace_of(policy).as_deref() == owner;
+    let by_ownership = owns(first_owner) != owns(second_owner);
+    let first_is_newcomer = match (first_owner, second_owner) {
+        _ if by_ownership => owns(second_owner),
         (PolicyOwner::Current(a), PolicyOwner::Current(b)) => age(state, *a) > age(state, *b),
         (PolicyOwner::Current(_), PolicyOwner::Held(_)) => true,
         (PolicyOwner::Held(_), _) => false,
@@ -202,8 +270,15 @@ fn newcomer(
         found.map_or_else(|| path.to_owned(), |(_, reference)| reference.clone())
     };
     let (location, older) = (&first.0, named(second_path));
+    let why = match (by_ownership, owner) {
+        (true, Some(owner)) => format!(
+            "policy id `{id}` is namespace `{owner}`'s (it starts with `{owner}-`) and {older} uses it; start the ids \
+             of this namespace with its own name and `-`"
+        ),
+        _ => format!("policy id `{id}` is already used by {older}, which is older; give every policy its own `@id`"),
+    };
     let message = format!(
-        "error: policy id `{id}` is already used by {older}, which is older; give every policy its own `@id`\n --> {}:{}:{}",
+        "error: {why}\n --> {}:{}:{}",
         named(first_path),
         location.line,
         location.column
@@ -286,4 +361,23 @@ fn rewrite(diagnostic: &Diagnostic, refs: &[(String, String)]) -> String {
         })
     });
     lines.collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_belongs_to_the_longest_namespace_it_starts_with() {
+        let namespaces = BTreeSet::from(["pay", "pay-ments", "web"]);
+        assert_eq!(id_owner("pay-ments-charge", &namespaces), Some("pay-ments"));
+        assert_eq!(id_owner("pay-refund", &namespaces), Some("pay"));
+        assert_eq!(
+            id_owner("payments-x", &namespaces),
+            None,
+            "a prefix that is not followed by `-`"
+        );
+        assert_eq!(id_owner("web", &namespaces), None, "the namespace's name alone");
+        assert_eq!(id_owner("shared-id", &namespaces), None);
+    }
 }

@@ -35,6 +35,8 @@
 //! - **Size**: each namespace has a budget, and when the whole bundle would be
 //!   over the loader's limits, the namespaces furthest over their fair share
 //!   are cut first (see [`NAMESPACE_POLICIES`] and the `budget` module).
+//! - **Policy ids**: an `@id` that starts with a namespace's name and `-` is
+//!   that namespace's, so no namespace can take an id another is about to use.
 //! - **Endpoints**: IP addresses of the Service's own slices only, so no
 //!   tenant object costs the loader a diagnostic per entry.
 //!
@@ -74,6 +76,7 @@ mod workloads;
 #[cfg(test)]
 pub(crate) mod test_objects;
 
+pub(crate) use blame::id_owner;
 pub use budget::{NAMESPACE_ENTRY_BYTES, NAMESPACE_POLICIES, NAMESPACE_POLICY_BYTES};
 pub use build::{build, Built};
 pub use error::BuildError;

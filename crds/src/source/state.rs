@@ -31,6 +31,14 @@ pub struct ClusterState {
 pub(crate) type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 impl ClusterState {
+    /// The names of every Namespace, and of every namespace that has a
+    /// CedarPolicy.
+    pub(crate) fn namespace_names(&self) -> std::collections::BTreeSet<&str> {
+        let named = self.namespaces.iter().filter_map(|ns| ns.metadata.name.as_deref());
+        let used = self.policies.iter().filter_map(|p| p.metadata.namespace.as_deref());
+        named.chain(used).collect()
+    }
+
     /// Each Namespace's labels as policies see them
     /// ([`crate::labels::namespace_policy_labels`]).
     pub(crate) fn namespace_labels(&self) -> NamespaceLabels {

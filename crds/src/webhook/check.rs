@@ -9,6 +9,7 @@
 //! admitted with a warning. An internal error of the loader is always a refusal:
 //! nothing could be checked.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use palisade_policy::{BundleFiles, Diagnostic, Diagnostics, Problem};
@@ -17,7 +18,7 @@ use super::review::{CODE_INVALID, CODE_MALFORMED};
 use super::ReviewContext;
 use crate::resources::cedar_policy::MAX_POLICY_BYTES;
 use crate::resources::{CedarPolicySpec, PolicyDirection, PolicyMode};
-use crate::source::{policy_file, NAMESPACE_POLICIES, NAMESPACE_POLICY_BYTES};
+use crate::source::{id_owner, policy_file, NAMESPACE_POLICIES, NAMESPACE_POLICY_BYTES};
 
 /// The longest refusal message, in bytes. The API server passes the message on
 /// to `kubectl` and into its audit log; this keeps a long list of problems
@@ -58,7 +59,7 @@ pub(super) fn check(policy: &Named, context: &ReviewContext) -> Verdict {
     }
     Arc::make_mut(&mut files).insert(path.as_str(), policy.spec.policy.as_str());
     match palisade_policy::load_files(&files) {
-        Ok(_) => Verdict::Valid { warnings: Vec::new() },
+        Ok(bundle) => own_ids(policy, &path, &bundle, &files),
         Err(found) => judge(policy, &path, files, found),
     }
 }
@@ -82,6 +83,35 @@ fn admissible(policy: &Named) -> Result<(), Verdict> {
         });
     }
     Ok(())
+}
+
+/// Refuses a policy with an `@id` that is another namespace's (it starts with
+/// that namespace's name and `-`), as the controller would.
+fn own_ids(policy: &Named, path: &str, bundle: &palisade_policy::Bundle, files: &BundleFiles) -> Verdict {
+    let mut namespaces: BTreeSet<&str> = (files.paths())
+        .filter_map(|p| p.strip_prefix("policies/")?.split('/').next())
+        .collect();
+    namespaces.insert(&policy.namespace);
+    let foreign = (bundle.policies().iter())
+        .filter(|p| p.file() == path)
+        .find_map(|p| Some((p, id_owner(p.id(), &namespaces).filter(|o| *o != policy.namespace)?)));
+    let Some((found, owner)) = foreign else {
+        return Verdict::Valid { warnings: Vec::new() };
+    };
+    let (namespace, name) = (&policy.namespace, &policy.name);
+    let location = found.location();
+    let message = format!(
+        "CedarPolicy {namespace}/{name} is invalid:\nerror: policy id `{}` begins with `{owner}-`, so it is \
+         namespace `{owner}`'s: an id that starts with a namespace's name and `-` belongs to that namespace; start \
+         the ids of namespace `{namespace}` with `{namespace}-`\n --> {path}:{}:{}",
+        found.id(),
+        location.line,
+        location.column
+    );
+    Verdict::Invalid {
+        code: CODE_INVALID,
+        message,
+    }
 }
 
 /// Refuses a policy that would put its namespace over its budget (the controller

@@ -131,7 +131,10 @@ fn a_current_policy_cannot_take_the_policy_id_of_a_held_namespace() {
     let Outcome::Invalid { message } = outcome(&built, Kind::CedarPolicy, "checkout", "checkout-egress") else {
         panic!("{:?}", built.verdicts);
     };
-    assert!(message.contains("already used by CedarPolicy reviews/"), "{message}");
+    assert!(
+        message.contains("is namespace `reviews`'s") && message.contains("CedarPolicy reviews/reviews-egress"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -233,7 +236,7 @@ fn a_namespace_cannot_take_another_namespaces_policy_id_away() {
         panic!("{:?}", second.verdicts);
     };
     assert!(
-        message.contains("already used by CedarPolicy payments/pci"),
+        message.contains("is namespace `payments`'s") && message.contains("CedarPolicy payments/pci"),
         "{message}"
     );
     assert!(
@@ -259,4 +262,65 @@ fn an_allowlist_with_an_empty_label_key_is_invalid_once_whatever_its_hosts() {
         "error: a label key of `spec.workloads.labels` is empty; give every label a key"
     );
     assert_eq!(built.bundle.egress().rules().len(), 1, "only api.stripe.com");
+}
+
+#[test]
+fn a_namespace_cannot_squat_an_id_another_namespace_has_not_used_yet() {
+    let mut state = shop_cluster();
+    let first = build_ok(&state, &LastValid::new());
+    let squat = "@id(\"payments-refunds\")\npermit (\n  principal in Namespace::\"checkout\",\n  action == Action::\"GET\",\n  resource in Namespace::\"reviews\"\n);\n";
+    policy_mut(&mut state, "checkout", "checkout-egress")
+        .spec
+        .policy
+        .push_str(squat);
+    let second = build_ok(&state, &first.last_valid);
+    let Outcome::Invalid { message } = outcome(&second, Kind::CedarPolicy, "checkout", "checkout-egress") else {
+        panic!("{:?}", second.verdicts);
+    };
+    assert!(
+        message.contains("policy id `payments-refunds` begins with `payments-`, so it is namespace `payments`'s"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--> CedarPolicy checkout/checkout-egress spec.policy:"),
+        "{message}"
+    );
+    assert_eq!(policy_ids(&second, "checkout"), policy_ids(&first, "checkout"), "held");
+
+    // payments can still take its own id.
+    let own = "@id(\"payments-refunds\")\npermit (\n  principal in Namespace::\"checkout\",\n  action == Action::\"POST\",\n  resource == Service::\"payments/payments\"\n) when { context.path == \"/refund\" };\n";
+    policy_mut(&mut state, "payments", "pci").spec.policy.push_str(own);
+    let third = build_ok(&state, &second.last_valid);
+    assert!(policy_ids(&third, "payments").contains(&"payments-refunds".to_owned()));
+    assert_eq!(
+        outcome(&third, Kind::CedarPolicy, "payments", "pci"),
+        &Outcome::Accepted
+    );
+}
+
+#[test]
+fn an_id_no_namespace_owns_stays_with_the_older_policy() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    let at = |s: &str| Some(Time(s.parse().unwrap()));
+    let mut state = shop_cluster();
+    for policy in &mut state.policies {
+        policy.metadata.creation_timestamp = at("2026-01-01T00:00:00Z");
+    }
+    let guard = "@id(\"mesh-wide-guard\")\nforbid (principal, action == Action::\"DELETE\", resource in Namespace::\"payments\");\n";
+    policy_mut(&mut state, "payments", "pci").spec.policy.push_str(guard);
+    let first = build_ok(&state, &LastValid::new());
+    let newer = "@id(\"mesh-wide-guard\")\npermit (principal, action == Action::\"GET\", resource in Namespace::\"checkout\");\n";
+    let checkout = policy_mut(&mut state, "checkout", "checkout-ingress");
+    checkout.spec.policy.push_str(newer);
+    checkout.metadata.creation_timestamp = at("2026-06-01T00:00:00Z");
+    let second = build_ok(&state, &first.last_valid);
+    assert!(policy_ids(&second, "payments").contains(&"mesh-wide-guard".to_owned()));
+    let Outcome::Invalid { message } = outcome(&second, Kind::CedarPolicy, "checkout", "checkout-ingress") else {
+        panic!("{:?}", second.verdicts);
+    };
+    assert!(
+        message.contains("already used by CedarPolicy payments/pci spec.policy, which is older"),
+        "{message}"
+    );
 }

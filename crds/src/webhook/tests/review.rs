@@ -84,6 +84,25 @@ fn an_id_the_published_bundle_already_uses_is_refused_whichever_file_is_read_fir
 }
 
 #[test]
+fn an_id_of_another_namespace_is_refused_even_before_that_namespace_uses_it() {
+    let context = published(&[(
+        "policies/checkout/ingress/checkout.cedar",
+        "@id(\"checkout-in\")\npermit (principal, action, resource in Namespace::\"checkout\");\n",
+    )]);
+    let squat = PCI.replace("payments-charge-from-pci", "checkout-refunds");
+    let (code, message) = refusal(&answer(&Policy::ingress("payments", "pci", &squat), &context));
+    assert_eq!(code, CODE_INVALID);
+    assert!(
+        message.contains("policy id `checkout-refunds` begins with `checkout-`, so it is namespace `checkout`'s"),
+        "{message}"
+    );
+    assert!(
+        message.contains(" --> policies/payments/ingress/pci.cedar:"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_update_replaces_the_published_version_of_the_same_resource() {
     let context = published(&[("policies/payments/ingress/pci.cedar", PCI)]);
     let update = Policy::ingress("payments", "pci", PCI);
