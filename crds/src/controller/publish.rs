@@ -16,7 +16,9 @@
 //! swapped to it by an atomic rename. A reader that resolves `DIR/current` once
 //! sees one complete version, never a mix: run the control plane with
 //! `palisade control-plane serve --bundle DIR/current`. The version before is
-//! kept (a reader may still be in it); older ones are removed. Nothing is
+//! kept (a reader may still be in it); older ones are removed. A reader slow
+//! enough to still be in one of those could see part of it, so the control plane
+//! refuses a version whose files do not give the digest in its name. Nothing is
 //! written when the digest is the one already published.
 
 use std::io;
@@ -28,8 +30,10 @@ use palisade_policy::BundleFiles;
 
 /// The link to the published version.
 pub const CURRENT: &str = "current";
-/// The prefix of version directories.
-const VERSION_PREFIX: &str = ".bundle-";
+// The prefix of version directories (the control plane checks a version's
+// files against the digest its name gives, so a version read while it is
+// removed is refused, never loaded in part).
+use palisade_policy::distribute::VERSION_PREFIX;
 /// The prefix of directories and links being written.
 const TEMP_PREFIX: &str = ".tmp-";
 

@@ -192,19 +192,78 @@ impl Watch {
     }
 }
 
+/// The prefix of the version directories `palisade controller run --bundle-out`
+/// writes.
+pub const VERSION_PREFIX: &str = ".bundle-";
+
+/// When `dir` is a version directory, that its files give the digest its name
+/// says.
+fn check_version_name(dir: &std::path::Path, canonical: &BundleFiles) -> Result<(), Diagnostics> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some(named) = name.strip_prefix(VERSION_PREFIX) else {
+        return Ok(());
+    };
+    let digest = crate::snapshot::SnapshotDigest::of(canonical);
+    let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    if hex == named {
+        return Ok(());
+    }
+    let problem = Problem::Internal("the bundle version changed while it was read (its files do not give the digest its name says); it is read again at the next change");
+    Err(vec![Diagnostic::new(problem)].into())
+}
+
 /// Reads and loads the directory off the async runtime.
 ///
 /// A symbolic link (`DIR/current`, swapped by `palisade controller run
 /// --bundle-out DIR`) is resolved once, so one attempt reads one version. What is
 /// published is the [`crate::bundle::canonical`] form.
+///
+/// The controller names each version `.bundle-` and the first 16 hex digits of
+/// the digest of its canonical files, and removes old versions. A reader slow
+/// enough to be in a version while it is removed could read only part of it (a
+/// policy set without its `forbid`), so a version whose files do not give the
+/// digest its name says is refused, and read again at the next change.
 async fn attempt(dir: PathBuf) -> Result<(BundleFiles, Bundle), Diagnostics> {
     let read = move || {
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         let (files, _) = load_with_files(&dir)?;
-        load_canonical(&files)
+        let (canonical, bundle) = load_canonical(&files)?;
+        check_version_name(&dir, &canonical)?;
+        Ok((canonical, bundle))
     };
     match tokio::task::spawn_blocking(read).await {
         Ok(result) => result,
         Err(_) => Err(vec![Diagnostic::new(Problem::Internal("the bundle loading task failed"))].into()),
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    const MESH: &str = "trustDomain: shop.example\n";
+
+    fn version(root: &std::path::Path, name: &str) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mesh.yaml"), MESH).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_version_read_whole_loads_and_one_read_in_part_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (canonical, _) =
+            load_canonical(&BundleFiles::from_iter([("mesh.yaml".to_owned(), MESH.to_owned())])).unwrap();
+        let digest = crate::snapshot::SnapshotDigest::of(&canonical);
+        let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let whole = version(root.path(), &format!("{VERSION_PREFIX}{hex}"));
+        assert!(attempt(whole).await.is_ok());
+        // A version named for other files: what a reader sees of a version being removed.
+        let partial = version(root.path(), &format!("{VERSION_PREFIX}0123456789abcdef"));
+        let error = attempt(partial).await.unwrap_err().to_string();
+        assert!(error.contains("changed while it was read"), "{error}");
+        // Any other directory is read as it is.
+        assert!(attempt(version(root.path(), "plain")).await.is_ok());
     }
 }
