@@ -155,8 +155,13 @@ async fn review(reviews: &TokenReviews, token: &str) -> Result<TokenReview, Stat
     match tokio::time::timeout(reviews.limits.timeout, reviews.reviewer.review(token)).await {
         Ok(Ok(review)) => Ok(review),
         Ok(Err(e)) => {
+            // The API server's words stay in the CA's log: the caller is not
+            // authenticated, and they may name URLs, users and RBAC rules.
             tracing::warn!(error = %e, "ServiceAccount token review failed");
-            Err(Status::unavailable(e.to_string()))
+            Err(Status::unavailable(
+                "the CA cannot have the token reviewed by the Kubernetes API server now; try again shortly \
+                 (the CA's log says why)",
+            ))
         }
         Err(_) => {
             tracing::warn!(timeout = ?reviews.limits.timeout, "ServiceAccount token review timed out");
@@ -171,6 +176,9 @@ async fn review(reviews: &TokenReviews, token: &str) -> Result<TokenReview, Stat
 /// The gRPC status of a token that attests nothing: a token that is not valid (for
 /// us) is `unauthenticated`; a valid one of something other than a usable
 /// ServiceAccount is `permission_denied`.
+/// Why the caller's own token was refused (expired, another audience, unknown)
+/// is said to the caller; the API server's own failures are not (see
+/// [`review`]).
 fn attest_status(e: &AttestError) -> Status {
     match e {
         AttestError::Unauthenticated { .. } | AttestError::Audience { .. } => Status::unauthenticated(e.to_string()),
