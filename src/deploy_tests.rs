@@ -163,3 +163,62 @@ fn the_shop_example_mounts_no_secret_and_its_proxies_parse() {
         }
     }
 }
+
+/// The workloads (Deployments, StatefulSets) whose pod labels carry every label
+/// of `selector`.
+fn selected<'a>(docs: &'a [(String, Value)], selector: &Value) -> Vec<&'a Value> {
+    let Some(wanted) = selector.as_object() else {
+        return Vec::new();
+    };
+    (docs.iter().map(|(_, d)| d))
+        .filter(|d| pod_spec(d).is_some())
+        .filter(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            wanted.iter().all(|(k, v)| &labels[k] == v)
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_open_only_ports_the_selected_pods_serve_and_budgets_keep_a_replica() {
+    let docs = documents(&deploy_dir());
+    let policies: Vec<&Value> = (docs.iter().map(|(_, d)| d))
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert!(
+        policies
+            .iter()
+            .any(|p| p["spec"]["podSelector"] == serde_json::json!({}) && p["spec"]["ingress"].is_null()),
+        "a default deny for the namespace"
+    );
+    for policy in policies.iter().filter(|p| !p["spec"]["ingress"].is_null()) {
+        let pods = selected(&docs, &policy["spec"]["podSelector"]["matchLabels"]);
+        assert_eq!(pods.len(), 1, "{policy}");
+        let served: Vec<&Value> = pods[0]["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .map(|p| &p["containerPort"])
+            .collect();
+        for rule in policy["spec"]["ingress"].as_array().unwrap() {
+            for port in rule["ports"].as_array().unwrap() {
+                assert!(
+                    served.contains(&&port["port"]),
+                    "{policy}: port {} is not served",
+                    port["port"]
+                );
+            }
+        }
+    }
+    let budgets = (docs.iter().map(|(_, d)| d)).filter(|d| d["kind"] == "PodDisruptionBudget");
+    for budget in budgets {
+        let pods = selected(&docs, &budget["spec"]["selector"]["matchLabels"]);
+        assert_eq!(pods.len(), 1, "{budget}");
+        let replicas = pods[0]["spec"]["replicas"].as_i64().unwrap_or(1);
+        assert!(
+            budget["spec"]["minAvailable"].as_i64().unwrap() < replicas,
+            "a budget that allows no disruption blocks every drain: {budget}"
+        );
+    }
+}
