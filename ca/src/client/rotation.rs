@@ -2,6 +2,12 @@
 //! fleet started together does not renew together), retry with backoff while the
 //! CA is away, and publish each new SVID on a `watch` channel so TLS servers and
 //! clients swap certificates in place.
+//!
+//! Renewals are authenticated by the current SVID. Once it has expired (the CA
+//! was away for longer than its lifetime), a sidecar that bootstrapped with a
+//! ServiceAccount token presents its pod's current token instead, as at its
+//! start; with a join token (single use) it cannot, and keeps trying with the
+//! expired SVID, which the CA refuses, until it is restarted with a new token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,9 +101,9 @@ async fn renew_loop(params: RotationParams, tx: watch::Sender<Arc<Svid>>) {
             () = tokio::time::sleep(delay) => {}
             () = tx.closed() => return,
         }
-        let credential = Credential::Svid(Arc::clone(&current));
         let mut backoff = Backoff::default();
         loop {
+            let credential = renewal_credential(&params.bootstrap, &current, SystemTime::now());
             match fetch_svid(&params.endpoint, &params.id, &credential, params.ttl.get()).await {
                 Ok(svid) => {
                     tracing::info!(id = %svid.id(), serial = %svid.serial(), "SVID renewed");
@@ -114,6 +120,26 @@ async fn renew_loop(params: RotationParams, tx: watch::Sender<Arc<Svid>>) {
                 }
             }
         }
+    }
+}
+
+/// What a renewal of `current` presents at `now`: the SVID while it is valid;
+/// once it has expired, the pod's ServiceAccount token when the sidecar has one
+/// (read again: the kubelet rotates it). A token file that cannot be read leaves
+/// the SVID, whose refusal says what is wrong.
+fn renewal_credential(bootstrap: &Bootstrap, current: &Arc<Svid>, now: SystemTime) -> Credential {
+    match bootstrap {
+        Bootstrap::ServiceAccountToken(path) if now > current.not_after() => match read_token(path) {
+            Ok(token) => {
+                tracing::warn!(id = %current.id(), "the SVID has expired; presenting the ServiceAccount token instead");
+                Credential::ServiceAccountToken(token)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the SVID has expired and the ServiceAccount token cannot be read");
+                Credential::Svid(Arc::clone(current))
+            }
+        },
+        _ => Credential::Svid(Arc::clone(current)),
     }
 }
 

@@ -247,3 +247,50 @@ fn csr(id: &palisade_ca::SpiffeId) -> Vec<u8> {
     params.subject_alt_names = vec![rcgen::SanType::URI(id.as_str().try_into().unwrap())];
     params.serialize_request(&key).unwrap().der().to_vec()
 }
+
+/// A sidecar whose SVID expired while it could not renew (here: the CA refuses
+/// renewals with that certificate) presents its pod's token again and gets a new
+/// SVID, as at its start; renewing with the expired SVID would never work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_whose_svid_expired_bootstraps_again_with_its_token() {
+    use palisade_ca::revocation::RevocationTarget;
+
+    let cluster = Cluster::start().await;
+    cluster
+        .api
+        .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "token-web\n").unwrap();
+    let web = id("shop", "web");
+    let (mut svids, _task) = rotation::start(RotationParams {
+        endpoint: cluster.ca.endpoint.clone(),
+        id: web.clone(),
+        bootstrap: Bootstrap::ServiceAccountToken(token_file),
+        ttl: Some(std::time::Duration::from_secs(2)).into(),
+    })
+    .await
+    .unwrap();
+    let first = Arc::clone(&svids.borrow_and_update());
+    // Its renewals are refused from now on: only a new bootstrap can help.
+    cluster
+        .ca
+        .revoke_target(RevocationTarget::Serial(first.serial().clone()))
+        .await;
+    let renewed = tokio::time::timeout(crate::support::PATIENCE, async {
+        loop {
+            svids.changed().await.unwrap();
+            let svid = Arc::clone(&svids.borrow_and_update());
+            if svid.serial() != first.serial() {
+                return svid;
+            }
+        }
+    })
+    .await
+    .expect("a new SVID after the first one expired");
+    assert_eq!(renewed.id(), &web);
+    assert!(
+        SystemTime::now() > first.not_after(),
+        "it came after the first one expired"
+    );
+}

@@ -113,13 +113,15 @@ impl RunningCa {
 
     /// Revokes `id` through the admin API, as `palisade ca revoke --spiffe-id` does.
     pub async fn revoke(&self, id: &SpiffeId) {
+        self.revoke_target(RevocationTarget::SpiffeId(id.clone())).await;
+    }
+
+    /// Revokes `target` through the admin API.
+    pub async fn revoke_target(&self, target: RevocationTarget) {
         let mut admin = AdminClient::connect(&self.endpoint, &self.dir.admin_token().unwrap())
             .await
             .unwrap();
-        admin
-            .revoke(&RevocationTarget::SpiffeId(id.clone()), "compromised pod")
-            .await
-            .unwrap();
+        admin.revoke(&target, "compromised pod").await.unwrap();
     }
 }
 
