@@ -9,7 +9,9 @@
 //! serves what the controller uses: list, watch (with bookmarks, timeouts and
 //! 410 Gone), get, create, replace with optimistic concurrency, server-side
 //! apply (recording `managedFields`; `/status` writes the status only and never
-//! bumps `generation`) and delete. See [`routes`] for what is not served.
+//! bumps `generation`) and delete. See [`routes`] for what is not served. It also
+//! answers TokenReviews for the tokens a test registers ([`tokenreview`]), for
+//! the CA's ServiceAccount attestation.
 //!
 //! Tests set the cluster up with [`FakeApiServer::apply`] (as kubectl, kubelet
 //! and other controllers would), read results with [`FakeApiServer::get`], and
@@ -23,7 +25,10 @@ mod object;
 pub mod routes;
 pub mod store;
 mod tls;
+pub mod tokenreview;
 mod watch;
+
+pub use tokenreview::{KnownToken, SeenReview};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +98,8 @@ pub struct Shared {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// While `true`, requests for Leases get no answer (an API server that hangs).
     stall_leases: tokio::sync::watch::Sender<bool>,
+    /// The TokenReview endpoint.
+    reviews: tokenreview::Reviews,
 }
 
 impl Shared {
@@ -141,6 +148,7 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
             stall_leases: tokio::sync::watch::Sender::new(false),
+            reviews: tokenreview::Reviews::default(),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
         let task = tokio::spawn(serve(listener, acceptor, Arc::clone(&shared)));
@@ -259,6 +267,31 @@ impl FakeApiServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Registers a ServiceAccount `token` for TokenReviews.
+    pub fn knows(&self, token: &str, known: KnownToken) {
+        self.shared.reviews.knows(token, known);
+    }
+
+    /// Every TokenReview asked for so far.
+    pub fn seen_reviews(&self) -> Vec<SeenReview> {
+        self.shared.reviews.seen()
+    }
+
+    /// From now on, refuse every TokenReview with 403 Forbidden (or stop refusing).
+    pub fn forbid_reviews(&self, forbidden: bool) {
+        self.shared.reviews.forbid(forbidden);
+    }
+
+    /// TokenReviews of `token` get no answer until [`Self::release_held_reviews`].
+    pub fn hold_review(&self, token: &str) {
+        self.shared.reviews.hold(token);
+    }
+
+    /// Lets every held TokenReview answer.
+    pub fn release_held_reviews(&self) {
+        self.shared.reviews.release_held();
     }
 
     /// The writes (anything but `GET`) received so far.

@@ -49,6 +49,16 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<R
         field_manager: query.get("fieldManager").cloned(),
         user_agent: header(http::header::USER_AGENT),
     });
+    if request.uri().path() == super::tokenreview::REVIEWS_PATH && request.method() == Method::POST {
+        let answer = match body_bytes(request).await {
+            Ok(body) => shared.reviews.answer(&body).await,
+            Err(e) => Err(e),
+        };
+        return Ok(match answer {
+            Ok(review) => json_response(201, &review),
+            Err(e) => json_response(e.code, &e.to_status()),
+        });
+    }
     if request.uri().path().contains("/leases") {
         let mut stalled = shared.stall_leases.subscribe();
         // An error means the server is gone: answer, nobody is listening.

@@ -19,7 +19,7 @@ async fn a_review_the_api_server_does_not_answer_in_time_is_unavailable() {
     cluster
         .api
         .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
-    cluster.api.hold("token-web");
+    cluster.api.hold_review("token-web");
     let web = id("shop", "web");
 
     let result = cluster.bootstrap(&web, "token-web").await;
@@ -29,7 +29,7 @@ async fn a_review_the_api_server_does_not_answer_in_time_is_unavailable() {
     assert!(message.contains("did not answer the token review"), "{message}");
     assert!(transient, "a sidecar retries it");
     assert_eq!(cluster.ca.live_serials(&web), 0);
-    cluster.api.release_held();
+    cluster.api.release_held_reviews();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +46,7 @@ async fn reviews_beyond_the_concurrency_cap_are_refused_at_once() {
     cluster
         .api
         .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
-    cluster.api.hold("token-slow");
+    cluster.api.hold_review("token-slow");
     let (slow, web) = (id("shop", "slow"), id("shop", "web"));
 
     let pending = {
@@ -58,18 +58,18 @@ async fn reviews_beyond_the_concurrency_cap_are_refused_at_once() {
         })
     };
     eventually("the slow review reached the API server", || {
-        cluster.api.seen().iter().any(|s| s.token == "token-slow")
+        cluster.api.seen_reviews().iter().any(|s| s.token == "token-slow")
     })
     .await;
 
     let message = refused_with(cluster.bootstrap(&web, "token-web").await, Code::ResourceExhausted);
     assert!(message.contains("try again"), "{message}");
     assert!(
-        !cluster.api.seen().iter().any(|s| s.token == "token-web"),
+        !cluster.api.seen_reviews().iter().any(|s| s.token == "token-web"),
         "the refused call never reached the API server"
     );
 
-    cluster.api.release_held();
+    cluster.api.release_held_reviews();
     let first = pending.await.unwrap().expect("the held review completes");
     assert_eq!(first.id(), &slow);
     let web_svid = cluster.bootstrap(&web, "token-web").await.expect("a free slot again");
@@ -83,7 +83,7 @@ async fn an_api_server_that_refuses_the_ca_makes_reviews_unavailable() {
         .api
         .knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
     let web = id("shop", "web");
-    cluster.api.forbid(true);
+    cluster.api.forbid_reviews(true);
 
     let result = cluster.bootstrap(&web, "token-web").await;
 
@@ -96,7 +96,7 @@ async fn an_api_server_that_refuses_the_ca_makes_reviews_unavailable() {
     assert!(message.contains("the CA's log says why"), "a hint: {message}");
     assert_eq!(cluster.ca.live_serials(&web), 0);
 
-    cluster.api.forbid(false);
+    cluster.api.forbid_reviews(false);
     cluster
         .bootstrap(&web, "token-web")
         .await
@@ -129,7 +129,7 @@ async fn reviews_beyond_the_rate_are_refused_at_once_and_never_reach_the_api_ser
     let message = refused_with(result, Code::ResourceExhausted);
     assert!(message.contains("per second"), "{message}");
     assert!(
-        !cluster.api.seen().iter().any(|s| s.token == "token-c"),
+        !cluster.api.seen_reviews().iter().any(|s| s.token == "token-c"),
         "the API server never saw it"
     );
     assert_eq!(cluster.ca.live_serials(&c), 0);

@@ -9,10 +9,10 @@ use crate::support::{FakeApiServer, KnownToken};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubeconfig_file_reaches_the_api_server_and_the_answer_is_mapped() {
-    let api = FakeApiServer::start().await;
+    let api = FakeApiServer::start().await.unwrap();
     api.knows("token-web", KnownToken::new("shop", "web", DEFAULT_AUDIENCE));
     let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig_file(tmp.path());
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
 
     let reviewer = KubeTokenReviewer::connect(Some(&kubeconfig), DEFAULT_AUDIENCE)
         .await
@@ -24,7 +24,7 @@ async fn a_kubeconfig_file_reaches_the_api_server_and_the_answer_is_mapped() {
     assert_eq!(review.audiences, [DEFAULT_AUDIENCE]);
     assert_eq!(review.pod_name.as_deref(), Some("web-6d4c9"));
     assert!(review.pod_uid.is_some());
-    assert_eq!(api.seen()[0].audiences, [DEFAULT_AUDIENCE]);
+    assert_eq!(api.seen_reviews()[0].audiences, [DEFAULT_AUDIENCE]);
 
     let unknown = reviewer.review("token-forged").await.expect("an answer, not a failure");
     assert!(!unknown.authenticated);

@@ -1,8 +1,8 @@
-//! What the TokenReview tests run against: a fake Kubernetes API server (the one
-//! part that may be faked, [`api_server`]), a real CA ([`ca`]) reviewing tokens
+//! What the TokenReview tests run against: the fake Kubernetes API server (the
+//! one part that may be faked, `palisade_crds::fake`, whose TokenReview endpoint
+//! answers for the tokens a test registers), a real CA ([`ca`]) reviewing tokens
 //! with the real `KubeTokenReviewer`, and the real CA client.
 
-pub mod api_server;
 pub mod ca;
 
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use palisade_ca::{SpiffeId, Svid};
 use palisade_crds::tokenreview::KubeTokenReviewer;
 use tonic::Code;
 
-pub use api_server::{FakeApiServer, KnownToken};
 pub use ca::{id, RunningCa};
+pub use palisade_crds::fake::{FakeApiServer, KnownToken};
 
 /// How long any wait on a condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -33,8 +33,8 @@ impl Cluster {
     }
 
     pub async fn with_limits(limits: ReviewLimits) -> Self {
-        let api = FakeApiServer::start().await;
-        let client = kube::Client::try_from(api.kube_config()).unwrap();
+        let api = FakeApiServer::start().await.unwrap();
+        let client = kube::Client::try_from(api.config().unwrap()).unwrap();
         let reviewer = KubeTokenReviewer::new(client, DEFAULT_AUDIENCE);
         let ca = RunningCa::start(Some(Arc::new(reviewer)), limits).await;
         Self { api, ca }
