@@ -129,13 +129,7 @@ impl Store {
 
     /// Stores the SHA-256 of the admin credential.
     pub fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![ADMIN_TOKEN, hex(hash)],
-            )?;
-            Ok(())
-        })
+        self.set_meta(ADMIN_TOKEN, &hex(hash))
     }
 
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
@@ -144,17 +138,21 @@ impl Store {
 
     /// Stores the SHA-256 of the revoker credential (revocations only).
     pub fn set_revoker_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![REVOKER_TOKEN, hex(hash)],
-            )?;
-            Ok(())
-        })
+        self.set_meta(REVOKER_TOKEN, &hex(hash))
     }
 
     pub fn revoker_token_hash(&self) -> Result<Option<String>, StoreError> {
         self.meta(REVOKER_TOKEN)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
