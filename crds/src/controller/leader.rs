@@ -137,15 +137,19 @@ impl Elector {
                 Ok(false) => renewed = None,
                 Err(e) => {
                     tracing::warn!(error = %e, lease = %self.params.name, "cannot read or write the Lease");
-                    let deadline = self.params.timing.renew_deadline;
-                    if renewed.is_some_and(|at| started.saturating_duration_since(at) >= deadline) {
+                    // Measured now, not when the step started: a step that hung
+                    // until its timeout has used up the deadline.
+                    let now = Instant::now();
+                    if renewed.is_some_and(|at| now.saturating_duration_since(at) >= deadline) {
                         renewed = None;
                     }
                 }
             }
             self.set_leader(renewed.is_some());
+            // A leader looks again before its deadline passes, whatever `renew_every` says.
             let wait = match renewed {
-                Some(_) => self.params.timing.renew_every,
+                Some(at) => (self.params.timing.renew_every)
+                    .min(deadline.saturating_sub(Instant::now().saturating_duration_since(at))),
                 None => self.params.timing.retry_every,
             };
             tokio::select! {

@@ -144,50 +144,6 @@ impl Blame {
         Ok(self.progress() > before)
     }
 
-    /// Blames each current policy of `bundle` whose `@id` is another namespace's
-    /// ([`id_owner`]): the CedarPolicy is invalid and its namespace held. Whether
-    /// anything more is left out now.
-    pub(super) fn blame_foreign_ids(
-        &mut self,
-        round: &Round,
-        bundle: &palisade_policy::Bundle,
-        namespaces: &BTreeSet<&str>,
-        state: &ClusterState,
-    ) -> bool {
-        let before = self.progress();
-        let mut demote = BTreeSet::new();
-        for policy in bundle.policies() {
-            let Some(owner) = id_owner(policy.id(), namespaces).filter(|owner| *owner != policy.namespace()) else {
-                continue;
-            };
-            let Some(PolicyOwner::Current(index)) = round.policies.get(policy.file()) else {
-                continue;
-            };
-            let location = policy.location();
-            let resource = state.policies.get(*index).map(resource_ref).unwrap_or_default();
-            let message = format!(
-                "error: policy id `{}` begins with `{owner}-`, so it is namespace `{owner}`'s: in a cluster, an id \
-                 that starts with a namespace's name and `-` belongs to that namespace; start the ids of namespace \
-                 `{}` with `{}-`\n --> {resource}:{}:{}",
-                policy.id(),
-                policy.namespace(),
-                policy.namespace(),
-                location.line,
-                location.column
-            );
-            self.invalid_policies.entry(*index).or_default().push(message);
-            demote.insert(policy.namespace().to_owned());
-        }
-        for namespace in demote {
-            let next = match self.standing(&namespace) {
-                Standing::Current => Standing::Held,
-                Standing::Held | Standing::Empty => Standing::Empty,
-            };
-            self.standings.insert(namespace, next);
-        }
-        self.progress() > before
-    }
-
     fn drop_workload(&mut self, id: &str, diagnostic: &Diagnostic) {
         if self.dropped_workloads.insert(id.to_owned()) {
             let problem = diagnostic.problem();
@@ -217,11 +173,13 @@ impl Blame {
     }
 }
 
-/// The namespace an `@id` belongs to: the longest of `namespaces` that the id
-/// starts with, followed by `-` (`payments-charge` is `payments`'s, also when a
-/// namespace `pay` exists). Ids mesh-wide are unique, so without this a tenant
-/// could take an id another namespace is about to use and keep that namespace's
-/// new policy out.
+/// The namespace an `@id` belongs to when two policies want it: the longest of
+/// `namespaces` that the id starts with, followed by `-` (`payments-charge` is
+/// `payments`'s, also when a namespace `pay` exists). Ids are unique mesh-wide,
+/// so without this a tenant could take an id another namespace is about to use
+/// and keep that namespace's new policy out. An id nobody else wants is
+/// anyone's; when the owner wants it, the other policy is blamed, also when it
+/// is in a last valid set (that namespace then has no policy at all).
 pub(crate) fn id_owner<'a>(id: &str, namespaces: &BTreeSet<&'a str>) -> Option<&'a str> {
     (namespaces.iter())
         .filter(|ns| id.strip_prefix(**ns).is_some_and(|rest| rest.starts_with('-')))
@@ -255,7 +213,13 @@ fn newcomer(
         PolicyOwner::Held(namespace) => Some(namespace.clone()),
     };
     let owns = |policy: &PolicyOwner| owner.is_some() && namespace_of(policy).as_deref() == owner;
-    let by_ownership = owns(first_owner) != owns(second_owner);
+    // Also against a last valid set: else a namespace could keep another's id
+    // by holding it in its last valid set.
+    let both_held = matches!(
+        (first_owner, second_owner),
+        (PolicyOwner::Held(_), PolicyOwner::Held(_))
+    );
+    let by_ownership = !both_held && owns(first_owner) != owns(second_owner);
     let first_is_newcomer = match (first_owner, second_owner) {
         _ if by_ownership => owns(second_owner),
         (PolicyOwner::Current(a), PolicyOwner::Current(b)) => age(state, *a) > age(state, *b),

@@ -121,8 +121,13 @@ impl Cuts {
     fn size(&self, namespace: &str, usage: &Usage, part: Part) -> Size {
         let bytes = |bytes| Size { files: 0, bytes };
         match part {
+            // Not cut, a namespace may still fall back on its last valid set (an
+            // invalid policy): it counts as the bigger of the two.
             Part::Policies => match self.policies.get(namespace) {
-                None => usage.policies,
+                None => Size {
+                    files: usage.policies.files.max(usage.held.files),
+                    bytes: usage.policies.bytes.max(usage.held.bytes),
+                },
                 Some((PolicyCut::Held, _)) => usage.held,
                 Some((PolicyCut::Empty, _)) => Size::default(),
             },

@@ -54,15 +54,10 @@ pub fn build(state: &ClusterState, last_valid: &LastValid, options: &SourceOptio
     let mesh = state.mesh.as_ref().ok_or(BuildError::NoMeshConfig)?;
     let inputs = Inputs::new(state, mesh, last_valid, options);
     let mut blame = inputs.blame();
-    let namespaces = state.namespace_names();
     let round = loop {
         let round = inputs.render(&blame)?;
         match load_files(&round.files) {
-            Ok(bundle) => {
-                if !blame.blame_foreign_ids(&round, &bundle, &namespaces, state) {
-                    break round;
-                }
-            }
+            Ok(_) => break round,
             Err(diagnostics) => {
                 if !blame.blame(&round, &diagnostics, state)? {
                     return Err(BuildError::Invalid(diagnostics));

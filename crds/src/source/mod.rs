@@ -36,7 +36,8 @@
 //!   over the loader's limits, the namespaces furthest over their fair share
 //!   are cut first (see [`NAMESPACE_POLICIES`] and the `budget` module).
 //! - **Policy ids**: an `@id` that starts with a namespace's name and `-` is
-//!   that namespace's, so no namespace can take an id another is about to use.
+//!   that namespace's when it wants it, so no namespace can keep an id another
+//!   is about to use.
 //! - **Endpoints**: IP addresses of the Service's own slices only, so no
 //!   tenant object costs the loader a diagnostic per entry.
 //!

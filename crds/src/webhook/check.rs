@@ -85,33 +85,35 @@ fn admissible(policy: &Named) -> Result<(), Verdict> {
     Ok(())
 }
 
-/// Refuses a policy with an `@id` that is another namespace's (it starts with
-/// that namespace's name and `-`), as the controller would.
+/// Admits the policy, warning about each `@id` that starts with another
+/// namespace's name and `-`: that namespace may take it later, and this policy
+/// would then be left out.
 fn own_ids(policy: &Named, path: &str, bundle: &palisade_policy::Bundle, files: &BundleFiles) -> Verdict {
     let mut namespaces: BTreeSet<&str> = (files.paths())
         .filter_map(|p| p.strip_prefix("policies/")?.split('/').next())
         .collect();
     namespaces.insert(&policy.namespace);
-    let foreign = (bundle.policies().iter())
-        .filter(|p| p.file() == path)
-        .find_map(|p| Some((p, id_owner(p.id(), &namespaces).filter(|o| *o != policy.namespace)?)));
-    let Some((found, owner)) = foreign else {
-        return Verdict::Valid { warnings: Vec::new() };
+    let foreign = (bundle.policies().iter()).filter(|p| p.file() == path).find_map(|p| {
+        Some((
+            p.id(),
+            id_owner(p.id(), &namespaces).filter(|o| *o != policy.namespace)?,
+        ))
+    });
+    let warnings = match foreign {
+        None => Vec::new(),
+        Some((id, owner)) => {
+            let mut warning = format!(
+                "policy id `{}` starts with `{owner}-`: namespace `{owner}` may use it, and then this policy is left \
+                 out; start the ids of namespace `{}` with `{}-`",
+                escape(id),
+                policy.namespace,
+                policy.namespace
+            );
+            cut(&mut warning, MAX_WARNING_BYTES);
+            vec![warning]
+        }
     };
-    let (namespace, name) = (&policy.namespace, &policy.name);
-    let location = found.location();
-    let message = format!(
-        "CedarPolicy {namespace}/{name} is invalid:\nerror: policy id `{}` begins with `{owner}-`, so it is \
-         namespace `{owner}`'s: an id that starts with a namespace's name and `-` belongs to that namespace; start \
-         the ids of namespace `{namespace}` with `{namespace}-`\n --> {path}:{}:{}",
-        found.id(),
-        location.line,
-        location.column
-    );
-    Verdict::Invalid {
-        code: CODE_INVALID,
-        message,
-    }
+    Verdict::Valid { warnings }
 }
 
 /// Refuses a policy that would put its namespace over its budget (the controller
