@@ -282,31 +282,43 @@ async fn admin_calls_need_the_admin_credential() {
     assert!(listed.contains("\"revocations\": []"), "nothing was revoked: {listed}");
 }
 
-/// `revoker.token` (what the Kubernetes controller holds) revokes, unrevokes and
-/// lists revocations, and nothing else: it cannot mint a join token.
+/// `revoker.token` (what the Kubernetes controller holds) lists revocations,
+/// revokes with the controller's reason and unrevokes what it revoked, and
+/// nothing else: it cannot mint a join token nor undo an operator's revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_revoker_credential_may_only_touch_revocations() {
+async fn the_revoker_credential_may_only_touch_its_own_revocations() {
     let ca = CaDirFixture::init("e2e.test");
     let _server = ca.serve();
     let revoker = ca.file("revoker.token");
     let tail = ["--dir", ca.path(), "--admin-token-file", s(&revoker)];
     let as_revoker = |args: &[&'static str]| -> Vec<&str> { args.iter().copied().chain(tail).collect() };
-    ok(&as_revoker(&[
+    let own = "k8s:certificaterevocation/leaked: keyCompromise";
+    ok(&as_revoker(&["ca", "revoke", "--serial", "0abc", "--reason", own]));
+    let listed = ok(&as_revoker(&["ca", "revocations", "list", "-o", "json"]));
+    assert!(listed.contains("0abc"), "{listed}");
+    let err = fails(
+        &as_revoker(&["ca", "revoke", "--serial", "0abd", "--reason", "keyCompromise"]),
+        1,
+    );
+    assert!(err.contains("revokes only with a reason that starts with"), "{err}");
+    ok(&[
         "ca",
         "revoke",
         "--serial",
-        "0abc",
+        "0def",
         "--reason",
         "keyCompromise",
-    ]));
-    let listed = ok(&as_revoker(&["ca", "revocations", "list", "-o", "json"]));
-    assert!(listed.contains("0abc"), "{listed}");
+        "--dir",
+        ca.path(),
+    ]);
+    let err = fails(&as_revoker(&["ca", "unrevoke", "--serial", "0def"]), 1);
+    assert!(err.contains("unrevokes only what it revoked"), "{err}");
     let web = "spiffe://e2e.test/ns/shop/sa/web";
     let err = fails(&as_revoker(&["ca", "token", "create", "--spiffe-id", web]), 1);
     assert!(err.contains("may only revoke, unrevoke and list revocations"), "{err}");
     ok(&as_revoker(&["ca", "unrevoke", "--serial", "0abc"]));
     let listed = ok(&["ca", "revocations", "list", "--dir", ca.path(), "-o", "json"]);
-    assert!(listed.contains("\"revocations\": []"), "{listed}");
+    assert!(!listed.contains("0abc") && listed.contains("0def"), "{listed}");
 }
 
 /// Revocations and used tokens survive a crash of the CA (SIGKILL) and a restart.

@@ -1,9 +1,11 @@
 //! The operator API: revocations and join tokens, behind the admin credential.
 //!
 //! Two credentials: `admin.token` may do everything; `revoker.token` may only
-//! revoke, unrevoke and list revocations. The Kubernetes controller holds the
-//! revoker one, so whoever takes the controller cannot mint join tokens (and
-//! with them any identity of the mesh).
+//! list revocations, revoke with a reason that starts with
+//! [`REVOKER_REASON_PREFIX`], and unrevoke what it revoked (an entry whose reason
+//! starts with it). The Kubernetes controller holds the revoker one, so whoever
+//! takes the controller can neither mint join tokens (and with them any identity
+//! of the mesh) nor undo an operator's `palisade ca revoke`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,8 +31,9 @@ impl Admin {
         Self { state }
     }
 
-    /// Lets the call through when it carries a credential that may do `scope`.
-    fn authorize<T>(&self, request: &Request<T>, scope: Scope) -> Result<(), Status> {
+    /// Lets the call through when it carries a credential that may do `scope`;
+    /// which one it was.
+    fn authorize<T>(&self, request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
         let presented = request
             .metadata()
             .get("authorization")
@@ -40,11 +43,11 @@ impl Admin {
             return Err(unauthenticated());
         };
         if secret_matches(token, &self.state.admin_hash) {
-            return Ok(());
+            return Ok(Caller::Admin);
         }
         let revoker = (self.state.revoker_hash.as_deref()).is_some_and(|hash| secret_matches(token, hash));
         match (revoker, scope) {
-            (true, Scope::Revocations) => Ok(()),
+            (true, Scope::Revocations) => Ok(Caller::Revoker),
             (true, Scope::Admin) => Err(Status::permission_denied(
                 "this credential (`revoker.token`) may only revoke, unrevoke and list revocations; \
                  creating join tokens needs the CA directory's `admin.token`",
@@ -52,6 +55,25 @@ impl Admin {
             (false, _) => Err(unauthenticated()),
         }
     }
+}
+
+/// The start of the reason of every revocation `revoker.token` makes: the
+/// entries it may unrevoke. The Kubernetes controller writes
+/// `k8s:certificaterevocation/NAME: REASON`.
+pub const REVOKER_REASON_PREFIX: &str = "k8s:certificaterevocation/";
+
+/// Who called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    Revoker,
+}
+
+/// What the revoker may not do, in words.
+fn revoker_refused(what: &str) -> Status {
+    Status::permission_denied(format!(
+        "this credential (`revoker.token`) {what}; use the CA directory's `admin.token`"
+    ))
 }
 
 /// What a call needs.
@@ -73,10 +95,15 @@ fn unauthenticated() -> Status {
 #[tonic::async_trait]
 impl pb::ca_admin_server::CaAdmin for Admin {
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
-        self.authorize(&request, Scope::Revocations)?;
+        let caller = self.authorize(&request, Scope::Revocations)?;
         let req = request.into_inner();
         let target = target(req.target.as_ref())?;
         let reason: String = req.reason.chars().filter(|c| !c.is_control()).take(256).collect();
+        if caller == Caller::Revoker && !reason.starts_with(REVOKER_REASON_PREFIX) {
+            return Err(revoker_refused(&format!(
+                "revokes only with a reason that starts with `{REVOKER_REASON_PREFIX}`"
+            )));
+        }
         let state = Arc::clone(&self.state);
         blocking(move || {
             let (version, changed) = state
@@ -95,10 +122,19 @@ impl pb::ca_admin_server::CaAdmin for Admin {
     }
 
     async fn unrevoke(&self, request: Request<pb::UnrevokeRequest>) -> Result<Response<pb::RevocationChange>, Status> {
-        self.authorize(&request, Scope::Revocations)?;
+        let caller = self.authorize(&request, Scope::Revocations)?;
         let target = target(request.get_ref().target.as_ref())?;
         let state = Arc::clone(&self.state);
         blocking(move || {
+            if caller == Caller::Revoker {
+                let (_, entries) = state.store.revocations().map_err(store_status)?;
+                let foreign = entries
+                    .iter()
+                    .any(|e| e.target == target && !e.reason.starts_with(REVOKER_REASON_PREFIX));
+                if foreign {
+                    return Err(revoker_refused("unrevokes only what it revoked"));
+                }
+            }
             let (version, changed) = state.store.unrevoke(&target).map_err(store_status)?;
             state.publish().map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(%target, version, changed, "unrevoked");
@@ -115,7 +151,7 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         &self,
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
-        self.authorize(&request, Scope::Admin)?;
+        let _admin = self.authorize(&request, Scope::Admin)?;
         let req = request.into_inner();
         let id = SpiffeId::parse(&req.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let td = self.state.signer.trust_domain();
@@ -163,7 +199,7 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         &self,
         request: Request<pb::ListRevocationsRequest>,
     ) -> Result<Response<pb::RevocationListing>, Status> {
-        self.authorize(&request, Scope::Revocations)?;
+        let _any = self.authorize(&request, Scope::Revocations)?;
         let state = Arc::clone(&self.state);
         blocking(move || {
             let (version, entries) = state.store.revocations().map_err(store_status)?;

@@ -17,6 +17,7 @@ pub mod events;
 pub mod incoming;
 mod token_review;
 
+pub use admin::REVOKER_REASON_PREFIX;
 pub use token_review::ReviewLimits;
 
 use std::net::SocketAddr;

@@ -23,8 +23,9 @@ use crate::resources::status::{
 };
 use crate::resources::{CertificateRevocation, Condition, ResourceStatus};
 
-/// The start of the reason of every CA entry the controller made.
-pub const REASON_PREFIX: &str = "k8s:certificaterevocation/";
+/// The start of the reason of every CA entry the controller made: the CA lets
+/// `revoker.token` unrevoke only those.
+pub const REASON_PREFIX: &str = palisade_ca::service::REVOKER_REASON_PREFIX;
 
 /// How to reach the CA's admin API.
 #[derive(Debug, Clone)]
