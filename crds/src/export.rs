@@ -90,9 +90,14 @@ pub fn export(files: &BundleFiles, bundle: &Bundle, options: &ExportOptions) -> 
     let mut served = services::services(&parse::<Vec<_>>(files, "services.yaml")?.unwrap_or_default())?;
     let workloads: Vec<_> = parse(files, "workloads.yaml")?.unwrap_or_default();
     let egress_entries: Vec<EgressEntry> = parse(files, "egress.yaml")?.unwrap_or_default();
+    // Whether a policy or an egress entry may read label `key`. A policy with an
+    // escape (`\u{63}`) may spell it some other way: it counts as reading all.
     let read = |key: &str| {
         let quoted = format!("\"{key}\"");
-        let in_policies = (files.iter()).any(|(path, text)| path.starts_with("policies/") && text.contains(&quoted));
+        let policies = (files.iter()).filter(|(path, _)| path.starts_with("policies/"));
+        let in_policies = policies
+            .map(|(_, text)| text)
+            .any(|text| text.contains(&quoted) || text.contains('\\'));
         in_policies || egress_entries.iter().any(|e| e.workloads.labels.contains_key(key))
     };
     let trust = workloads::label_trust(&workloads, read)?;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use palisade_policy::registry::WorkloadEntry;
+use palisade_policy::registry::{ServiceEntry, WorkloadEntry};
 use palisade_policy::snapshot::SnapshotDigest;
 use palisade_policy::{load_canonical, load_files, Bundle, BundleFiles};
 
@@ -208,6 +208,12 @@ impl<'a> Inputs<'a> {
     /// whose allowlist entries are.
     fn blame(&self) -> Blame {
         let mut blame = Blame::new(&self.policy_invalid, &self.state.policies);
+        let service_hosts: BTreeMap<String, String> = (self.services.iter())
+            .flat_map(|item| {
+                let id = format!("{}/{}", item.key.0, item.key.1);
+                (item.entry.hosts.iter()).map(move |host| (egress::canonical(host), id.clone()))
+            })
+            .collect();
         for (namespace, (cut, _)) in &self.cuts.policies {
             let standing = match cut {
                 PolicyCut::Held => Standing::Held,
@@ -219,10 +225,10 @@ impl<'a> Inputs<'a> {
             let namespace = allowlist.metadata.namespace.as_deref().unwrap_or_default();
             if let Some(why) = self.cuts.reason(namespace, Part::Egress) {
                 blame.invalid_allowlists.insert(index, vec![format!("error: {why}")]);
-            } else if allowlist.spec.workloads.labels.contains_key("") {
-                // Refused here, once, rather than by the loader once per host.
-                let why = "error: a label key of `spec.workloads.labels` is empty; give every label a key";
-                blame.invalid_allowlists.insert(index, vec![why.to_owned()]);
+            } else if let Some(why) = egress::refusal(allowlist, &service_hosts) {
+                // Refused here, once, rather than by the loader once per host
+                // (each of its diagnostics reads the whole file again).
+                blame.invalid_allowlists.insert(index, vec![format!("error: {why}")]);
             }
         }
         blame
@@ -239,9 +245,30 @@ impl<'a> Inputs<'a> {
             .map(String::as_str)
             .collect();
         let candidates = (self.services.iter()).filter(|s| !blame.dropped_services.contains(&s.key));
-        let (kept, claim_notes) = services::claim_hosts(candidates.clone());
-        let services = candidates.filter(|s| kept.contains(&s.key));
-        let services = Rendered::list("services.yaml", services.map(|s| (s.key.clone(), &s.entry)))?;
+        let (kept, mut claim_notes) = services::claim_hosts(candidates.clone());
+        let live_ids: BTreeSet<&str> = (self.workloads.keys())
+            .filter(|id| !blame.dropped_workloads.contains(*id))
+            .map(String::as_str)
+            .collect();
+        // A Service is served only by workloads this round has (the loader would
+        // refuse any other), and one that none serves is left out.
+        let mut services: Vec<((String, String), ServiceEntry)> = Vec::new();
+        for item in candidates.filter(|s| kept.contains(&s.key)) {
+            let mut entry = item.entry.clone();
+            entry.served_by.retain(|id| live_ids.contains(id.as_str()));
+            if entry.served_by.is_empty() {
+                let (namespace, name) = &item.key;
+                claim_notes.push(format!(
+                    "service `{namespace}/{name}` is left out: none of the workloads that serve it is in the bundle"
+                ));
+                continue;
+            }
+            services.push((item.key.clone(), entry));
+        }
+        let services = Rendered::list(
+            "services.yaml",
+            services.iter().map(|(key, entry)| (key.clone(), entry)),
+        )?;
         let skip = |i: usize| blame.invalid_allowlists.contains_key(&i);
         let trust_domain = &self.mesh.spec.trust_domain;
         let (entries, mut notes) = egress::entries(&self.state.allowlists, trust_domain, &live, &skip);

@@ -7,7 +7,10 @@
 //! allowlist none of whose service accounts has a pod gives no entry at all, which
 //! matches nothing either.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use palisade_authz::normalize_host;
 
 use palisade_policy::egress::{EgressEntry, Protocol, SelectorEntry};
 
@@ -68,6 +71,41 @@ pub(super) fn entries(
         }));
     }
     (items, notes)
+}
+
+/// Why the loader would refuse `allowlist`, said once for the whole of it: an
+/// empty label key, a host that is not a host name, or a host of a mesh service
+/// (`service_hosts`: canonical host → `NS/NAME`). `None` when it is fine.
+pub(super) fn refusal(allowlist: &EgressAllowlist, service_hosts: &BTreeMap<String, String>) -> Option<String> {
+    let spec = &allowlist.spec;
+    if spec.workloads.labels.contains_key("") {
+        return Some("a label key of `spec.workloads.labels` is empty; give every label a key".to_owned());
+    }
+    for host in &spec.hosts {
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, host.as_str()),
+        };
+        let normalized = normalize_host(name, None).ok().filter(|n| n.port().is_none());
+        let dns = normalized.filter(|n| !wildcard || (n.name().contains('.') && n.name().parse::<Ipv4Addr>().is_err()));
+        let Some(normalized) = dns else {
+            return Some(format!(
+                "`{host}` in `spec.hosts` is not a host name nor `*.` and a domain"
+            ));
+        };
+        if let Some(service) = service_hosts.get(normalized.name()).filter(|_| !wildcard) {
+            return Some(format!(
+                "`{host}` in `spec.hosts` is a name of the mesh service `{service}`, not an external host; \
+                 call the service through the mesh"
+            ));
+        }
+    }
+    None
+}
+
+/// A host name compared case-insensitively and without a trailing dot.
+pub(super) fn canonical(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 #[cfg(test)]

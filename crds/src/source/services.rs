@@ -136,7 +136,16 @@ fn item(
         return None;
     }
     let grants = hosts(service, namespace, name, rules, notes)?;
-    let ports = (spec.ports.iter().flatten()).map(|p| i64::from(p.port)).collect();
+    // The same port twice (TCP and UDP) is one port of the mesh.
+    let mut seen = BTreeSet::new();
+    let ports: Vec<i64> = (spec.ports.iter().flatten())
+        .map(|p| i64::from(p.port))
+        .filter(|p| seen.insert(*p))
+        .collect();
+    if ports.is_empty() {
+        notes.push(format!("service `{namespace}/{name}` is left out: it has no port"));
+        return None;
+    }
     let entry = ServiceEntry {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -177,8 +186,12 @@ fn hosts(
         .filter(|h| !h.is_empty())
         .map(|host| Ok((host.to_owned(), grant(host, namespace, &own, rules)?)))
         .collect();
+    let granted = granted.and_then(|hosts| match hosts.is_empty() {
+        true => Err("no host".to_owned()),
+        false => Ok(hosts),
+    });
     let hosts = match granted {
-        Ok(hosts) => hosts,
+        Ok(hosts) => dedupe(hosts),
         Err(why) => {
             notes.push(format!(
                 "service `{namespace}/{name}` is left out: its `{HOSTS_ANNOTATION}` lists {why}; it may list its own \
@@ -190,6 +203,16 @@ fn hosts(
         }
     };
     Some(hosts)
+}
+
+/// `hosts` without a host that differs from an earlier one only in case or a
+/// trailing dot (the loader would refuse the Service for it).
+fn dedupe(hosts: Vec<(String, Grant)>) -> Vec<(String, Grant)> {
+    let mut seen = BTreeSet::new();
+    hosts
+        .into_iter()
+        .filter(|(host, _)| seen.insert(canonical(host)))
+        .collect()
 }
 
 /// The right by which the Service whose own names are `own` claims `host`; why
@@ -295,39 +318,47 @@ fn inbound_port(namespace: &str, endpoint: &Endpoint, pods: &LivePods<'_>, notes
 
 /// Gives each host to one of the Services claiming it: the one with the best
 /// right to it ([`Grant`]), then the oldest, then by namespace and name. A
-/// Service that loses any of its hosts is left out. The controller runs this on
-/// the Services of each round, after budget cuts and the loader's refusals, so
-/// a Service that is left out for another reason holds no host.
+/// Service that loses any of its hosts is left out, and only a Service that is
+/// kept can take a host from another: the losers are settled round by round,
+/// first those beaten by a Service that loses nothing (when every loser was
+/// beaten by another loser, they all go). The controller runs this on the
+/// Services of each round, after budget cuts and the loader's refusals, so a
+/// Service that is left out for another reason holds no host.
 pub(super) fn claim_hosts<'a>(
     items: impl Iterator<Item = &'a ServiceItem> + Clone,
 ) -> (BTreeSet<(String, String)>, Vec<String>) {
-    let mut winners: BTreeMap<&str, &ServiceItem> = BTreeMap::new();
-    let priority = |item: &'a ServiceItem, host: &str| {
-        let grant = item.grants.get(host).copied().unwrap_or(Grant::Wildcard);
-        (grant, item.created.is_none(), item.created.clone(), item.key.clone())
-    };
-    for item in items.clone() {
-        for host in item.grants.keys() {
-            let better = winners
-                .get(host.as_str())
-                .is_none_or(|w| priority(item, host) < priority(w, host));
-            if better {
-                winners.insert(host, item);
-            }
-        }
-    }
-    let mut kept = BTreeSet::new();
+    let mut candidates: Vec<&ServiceItem> = items.collect();
     let mut notes = Vec::new();
-    for item in items {
-        let lost = (item.grants.keys()).find_map(|host| {
-            let winner = winners.get(host.as_str())?;
-            (winner.key != item.key).then_some((host, winner))
-        });
-        match lost {
-            None => {
-                kept.insert(item.key.clone());
-            }
-            Some((host, winner)) => {
+    // Each round leaves at least one Service out, so there are at most as many rounds.
+    for _ in 0..=candidates.len() {
+        let winners = winners(&candidates);
+        let lost = |item: &'a ServiceItem| -> Option<(&'a str, &'a ServiceItem)> {
+            (item.grants.keys()).find_map(|host| {
+                let winner = *winners.get(host.as_str())?;
+                (winner.key != item.key).then_some((host.as_str(), winner))
+            })
+        };
+        let losers: BTreeSet<&(String, String)> = candidates
+            .iter()
+            .filter(|i| lost(i).is_some())
+            .map(|i| &i.key)
+            .collect();
+        if losers.is_empty() {
+            break;
+        }
+        let beaten_by_keeper = |item: &ServiceItem| {
+            (item.grants.keys()).any(|host| {
+                winners
+                    .get(host.as_str())
+                    .is_some_and(|w| w.key != item.key && !losers.contains(&w.key))
+            })
+        };
+        let settled = candidates.iter().any(|i| beaten_by_keeper(i));
+        let (out, kept): (Vec<&ServiceItem>, Vec<&ServiceItem>) = candidates
+            .iter()
+            .partition(|i| losers.contains(&i.key) && (!settled || beaten_by_keeper(i)));
+        for item in out {
+            if let Some((host, winner)) = lost(item) {
                 let (namespace, name) = &item.key;
                 notes.push(format!(
                     "service `{namespace}/{name}` is left out: host `{host}` belongs to service `{}/{}`, which \
@@ -336,8 +367,27 @@ pub(super) fn claim_hosts<'a>(
                 ));
             }
         }
+        candidates = kept;
     }
-    (kept, notes)
+    (candidates.iter().map(|i| i.key.clone()).collect(), notes)
+}
+
+/// The Service each host goes to, among `candidates`.
+fn winners<'a>(candidates: &[&'a ServiceItem]) -> BTreeMap<&'a str, &'a ServiceItem> {
+    let priority = |item: &ServiceItem, host: &str| {
+        let grant = item.grants.get(host).copied().unwrap_or(Grant::Wildcard);
+        (grant, item.created.is_none(), item.created.clone(), item.key.clone())
+    };
+    let mut winners: BTreeMap<&str, &ServiceItem> = BTreeMap::new();
+    for item in candidates {
+        for host in item.grants.keys() {
+            let better = (winners.get(host.as_str())).is_none_or(|w| priority(item, host) < priority(w, host));
+            if better {
+                winners.insert(host, item);
+            }
+        }
+    }
+    winners
 }
 
 #[cfg(test)]
@@ -609,5 +659,30 @@ mod tests {
         );
         let kept: Vec<_> = items.iter().map(|i| i.key.0.as_str()).collect();
         assert_eq!(kept, ["payments"], "{notes:?}");
+    }
+
+    #[test]
+    fn a_service_that_loses_a_host_takes_no_other_host_from_anyone() {
+        let time = |secs| Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
+        // `loser` loses `a.shop.example` to `owner` (exact beats wildcard), so it
+        // must not keep `b.shop.example` from the younger `third`.
+        let mut owner = annotated("payments", "owner", "a.shop.example");
+        owner.metadata.creation_timestamp = time(300);
+        let mut loser = annotated("web", "loser", "a.shop.example,b.shop.example");
+        loser.metadata.creation_timestamp = time(100);
+        let mut third = annotated("web", "third", "b.shop.example");
+        third.metadata.creation_timestamp = time(200);
+        let delegations = [
+            delegate("web", &["*.shop.example"]),
+            delegate("payments", &["a.shop.example"]),
+        ];
+        let (items, notes) = with_rules(
+            &[owner, loser, third],
+            &[],
+            &[pod_in("web"), pod_in("payments")],
+            &delegations,
+        );
+        let kept: Vec<_> = items.iter().map(|i| i.key.1.as_str()).collect();
+        assert_eq!(kept, ["owner", "third"], "{notes:?}");
     }
 }

@@ -147,4 +147,14 @@ fn a_label_policies_read_that_differs_within_a_namespace_is_not_exported_as_a_fo
         bundle.digest(),
         "and the cluster gives the bundle back"
     );
+
+    // A policy that spells a key with an escape may read `app`: refused too.
+    let (mut files, _) = with_second_payments_workload("{ app: ledger, pci: \"true\" }");
+    let escaped = "@id(\"payments-escaped\")\nforbid (principal, action, resource in Namespace::\"payments\")\nwhen { principal.hasTag(\"\\u{61}pp\") };\n";
+    files.insert("policies/payments/ingress/escaped.cedar", escaped);
+    let bundle = palisade_policy::load_files(&files).unwrap();
+    let error = export(&files, &bundle, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("the same `app` label"), "{error}");
 }
