@@ -16,6 +16,10 @@ pub(crate) struct SourceFile {
     /// The path inside the bundle, with `/` separators (what the digest encodes).
     pub(crate) relative: String,
     pub(crate) text: String,
+    /// Where each entry of a top-level block sequence starts (byte offset,
+    /// 0-based line), found once when first needed; `None` when the file is not
+    /// such a sequence (see `yaml.rs`).
+    pub(crate) entries: std::sync::OnceLock<Option<Vec<(usize, usize)>>>,
 }
 
 impl SourceFile {
@@ -28,6 +32,7 @@ impl SourceFile {
                 shown,
                 relative: relative.to_owned(),
                 text,
+                entries: std::sync::OnceLock::new(),
             }),
             Err(problem) => Err(Diagnostic::in_file(problem, shown)),
         }
@@ -39,6 +44,7 @@ impl SourceFile {
             shown,
             relative: relative.to_owned(),
             text: text.to_owned(),
+            entries: std::sync::OnceLock::new(),
         }
     }
 
@@ -49,6 +55,7 @@ impl SourceFile {
             shown: relative.into(),
             relative: relative.to_owned(),
             text: text.to_owned(),
+            entries: std::sync::OnceLock::new(),
         }
     }
 

@@ -6,8 +6,11 @@
 //! a port out of range, a duplicate) is found on the typed value and located by
 //! its [`Path`] in the document: [`SourceFile::yaml_diagnostic`] parses the text
 //! again, walking down that path only, and stops at the node with an error that
-//! `serde_yaml_ng` marks with the node's position. That costs one parse per error
-//! and nothing when the bundle is valid.
+//! `serde_yaml_ng` marks with the node's position. That costs nothing when the
+//! bundle is valid. A bundle's list files (`workloads.yaml`, `services.yaml`,
+//! `egress.yaml`) are top-level block sequences: for them the entries' starts
+//! are found once, and each error parses only its own entry, so a file with
+//! thousands of bad entries costs a few passes over it, not one per error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,11 +66,63 @@ impl SourceFile {
     }
 
     fn yaml_position(&self, path: &Path<'_>) -> Option<(u32, u32)> {
-        let located = Locate { path }.deserialize(serde_yaml_ng::Deserializer::from_str(&self.text));
-        let location = located.err()?.location()?;
-        Some((to_u32(location.line()), to_u32(location.column())))
+        self.entry_position(path).or_else(|| position_in(&self.text, path, 0))
     }
 
+    /// The position of `path` found by parsing only its entry, when the file is
+    /// a top-level block sequence and `path` is inside an entry.
+    fn entry_position(&self, path: &Path<'_>) -> Option<(u32, u32)> {
+        let (Step::Index(index), rest) = path.split_first()? else {
+            return None;
+        };
+        let starts = self.entries.get_or_init(|| entry_starts(&self.text)).as_ref()?;
+        let (start, line) = *starts.get(*index)?;
+        let end = starts
+            .get(index.saturating_add(1))
+            .map_or(self.text.len(), |(end, _)| *end);
+        let entry = self.text.get(start..end)?;
+        let mut within = vec![Step::Index(0)];
+        within.extend_from_slice(rest);
+        position_in(entry, &within, line)
+    }
+}
+
+/// The position of the node at `path` in `text` (or of its closest ancestor),
+/// `first_line` lines down; `None` when `text` does not parse as far.
+fn position_in(text: &str, path: &Path<'_>, first_line: usize) -> Option<(u32, u32)> {
+    let located = Locate { path }.deserialize(serde_yaml_ng::Deserializer::from_str(text));
+    let error = located.err()?;
+    // Any other error (an alias to an anchor outside `text`, say) is not where
+    // the node is.
+    if !error.to_string().contains(LOCATING) {
+        return None;
+    }
+    let location = error.location()?;
+    Some((to_u32(location.line() + first_line), to_u32(location.column())))
+}
+
+/// Where each entry of a top-level block sequence starts: the lines that begin
+/// with `-` and a blank. Trusted only when there are exactly as many as the
+/// document has entries (a `-` line inside a block scalar, a flow sequence or a
+/// mapping at the top: `None`, and every error parses the whole file).
+fn entry_starts(text: &str) -> Option<Vec<(usize, usize)>> {
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for (line, content) in text.split_inclusive('\n').enumerate() {
+        let rest = content.strip_prefix('-');
+        if rest.is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n'])) {
+            starts.push((offset, line));
+        }
+        offset += content.len();
+    }
+    let entries: Option<Vec<IgnoredAny>> = serde_yaml_ng::from_str(text).ok()?;
+    (entries.map_or(0, |e| e.len()) == starts.len()).then_some(starts)
+}
+
+/// What every error made while locating a node says.
+const LOCATING: &str = "locating a node";
+
+impl SourceFile {
     fn serde_diagnostic(&self, error: &serde_yaml_ng::Error) -> Diagnostic {
         let mut message = error.to_string();
         let Some(location) = error.location() else {
@@ -117,12 +172,12 @@ impl Visitor<'_> for Found {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("nothing (locating a node)")
+        write!(f, "nothing ({LOCATING})")
     }
 }
 
 fn not_found<E: de::Error>() -> E {
-    E::custom("locating a node")
+    E::custom(LOCATING)
 }
 
 struct InMap<'p, 'a> {
@@ -369,5 +424,65 @@ mod tests {
     fn an_empty_document_is_the_default() {
         let file = SourceFile::in_memory("e.yaml", "# nothing yet\n");
         assert!(file.parse_yaml::<Vec<String>>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_located_in_its_entry_as_in_the_whole_file() {
+        let mut text = String::from("# a list file\n");
+        for i in 0..40 {
+            text.push_str(&format!(
+                "- host: h{i}.example.com\n  ports: [{i}, 443]\n  workloads:\n    namespaces:\n    - ns{i}\n    labels: {{ a: \"{i}\" }}\n\n"
+            ));
+        }
+        let file = SourceFile::in_memory("egress.yaml", &text);
+        let paths: Vec<Vec<Step<'_>>> = (0..40)
+            .flat_map(|i| {
+                [
+                    vec![Step::Index(i)],
+                    vec![Step::Index(i), Step::Key("host")],
+                    vec![Step::Index(i), Step::Key("ports"), Step::Index(1)],
+                    vec![
+                        Step::Index(i),
+                        Step::Key("workloads"),
+                        Step::Key("namespaces"),
+                        Step::Index(0),
+                    ],
+                    vec![
+                        Step::Index(i),
+                        Step::Key("workloads"),
+                        Step::Key("labels"),
+                        Step::Key("a"),
+                    ],
+                    vec![Step::Index(i), Step::Key("missing")],
+                ]
+            })
+            .chain([vec![Step::Index(99)], vec![]])
+            .collect();
+        for path in &paths {
+            assert_eq!(file.yaml_position(path), position_in(&text, path, 0), "{path:?}");
+        }
+        assert!(
+            file.entries.get().is_some_and(Option::is_some),
+            "the entries were found"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_plain_list_is_located_whole() {
+        for text in [
+            "top: [1, 2]\n",
+            "[{a: 1}, {a: 2}]\n",
+            "- a: |\n    text\n- b: 1\n",
+            "- &x {a: 1}\n- *x\n",
+        ] {
+            let file = SourceFile::in_memory("x.yaml", text);
+            for path in [vec![Step::Index(1), Step::Key("a")], vec![Step::Index(0)]] {
+                assert_eq!(
+                    file.yaml_position(&path),
+                    position_in(text, &path, 0),
+                    "{text:?} {path:?}"
+                );
+            }
+        }
     }
 }
