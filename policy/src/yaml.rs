@@ -485,4 +485,79 @@ mod tests {
             }
         }
     }
+
+    /// A small xorshift generator: the same documents at every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, below: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            usize::try_from(self.0 % u64::try_from(below.max(1)).unwrap()).unwrap()
+        }
+    }
+
+    /// One list entry in one of the shapes people and the controller write.
+    fn entry(rng: &mut Rng, i: usize) -> String {
+        let scalar = |rng: &mut Rng| match rng.next(5) {
+            0 => format!("v{i}"),
+            1 => format!("\"- not an entry {i}\""),
+            2 => format!("'x: {i}'"),
+            3 => format!("{i}"),
+            _ => "[a, b]".to_owned(),
+        };
+        match rng.next(6) {
+            0 => format!("- {}\n", scalar(rng)),
+            1 => format!("- k: {}\n  n: {{a: {i}, b: [1, 2]}}\n", scalar(rng)),
+            2 => format!(
+                "- text: |\n    - line one {i}\n    - line two\n  after: {}\n",
+                scalar(rng)
+            ),
+            3 => format!("-\n  k: {}\n  list:\n  - {}\n  - x\n", scalar(rng), scalar(rng)),
+            4 => format!(
+                "# a comment\n- k: {}\n\n  # inside\n  m:\n    - deep: {i}\n",
+                scalar(rng)
+            ),
+            _ => format!("- [{}, {}]\n", scalar(rng), scalar(rng)),
+        }
+    }
+
+    #[test]
+    fn locating_in_an_entry_agrees_with_locating_in_the_whole_file_on_generated_files() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let keys = ["k", "n", "a", "b", "text", "after", "list", "m", "deep", "missing"];
+        let mut by_entry = 0;
+        for _ in 0..300 {
+            let entries = rng.next(12);
+            let mut text = String::new();
+            if rng.next(4) == 0 {
+                text.push_str("# header\n---\n");
+            }
+            for i in 0..entries {
+                text.push_str(&entry(&mut rng, i));
+            }
+            let file = SourceFile::in_memory("list.yaml", &text);
+            for _ in 0..20 {
+                let mut path = vec![Step::Index(rng.next(entries + 1))];
+                for _ in 0..rng.next(4) {
+                    path.push(match rng.next(2) {
+                        0 => Step::Key(keys[rng.next(keys.len())]),
+                        _ => Step::Index(rng.next(3)),
+                    });
+                }
+                assert_eq!(
+                    file.yaml_position(&path),
+                    position_in(&text, &path, 0),
+                    "{path:?} in\n{text}"
+                );
+            }
+            by_entry += usize::from(
+                file.entries
+                    .get()
+                    .is_some_and(|e| e.as_ref().is_some_and(|e| !e.is_empty())),
+            );
+        }
+        assert!(by_entry > 200, "most files are located entry by entry: {by_entry}");
+    }
 }
