@@ -70,6 +70,14 @@ fn shop(cluster: &Cluster) {
     ));
 }
 
+/// The labels `controller` published for workload `id`, once it published it.
+fn published_labels(controller: &Controller, id: &str) -> Option<Value> {
+    let text = controller.published()?.get("workloads.yaml")?.to_owned();
+    let entries: Vec<Value> = serde_yaml_ng::from_str(&text).ok()?;
+    let entry = entries.into_iter().find(|e| e["spiffeId"] == id)?;
+    Some(entry.get("labels").cloned().unwrap_or_else(|| json!({})))
+}
+
 /// Waits until `controller` published a bundle holding `text` at `path`.
 async fn published(controller: &Controller, path: &str, text: &str) {
     let what = format!("`{path}` published with {text:?} by {}", controller.name);
@@ -531,4 +539,43 @@ async fn the_cli_runs_the_controller_from_a_kubeconfig() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A workload's tags are its Namespace's labels: a pod that gives itself
+/// `pci=true` gets no such tag, and labelling the Namespace (which only cluster
+/// administrators may do) gives it to the workloads there, through the
+/// controller's watch of Namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workloads_tags_come_from_its_namespace_never_from_its_pods() {
+    let cluster = Cluster::start().await;
+    shop(&cluster);
+    let frontend_id = format!("spiffe://{TD}/ns/web/sa/frontend");
+    let payments_id = format!("spiffe://{TD}/ns/payments/sa/payments");
+    // Whoever may create pods in `web` labels theirs as PCI.
+    cluster.apply(pod(
+        "web",
+        "frontend-1",
+        "frontend",
+        json!({"app": "frontend", "pci": "true"}),
+    ));
+    let controller = cluster.controller("solo", LeaseTiming::default()).await;
+    let forged = eventually(WAIT, "the frontend workload published", || {
+        published_labels(&controller, &frontend_id)
+    })
+    .await;
+    assert_eq!(forged.get("pci"), None, "a pod label is no tag: {forged}");
+    let payments = published_labels(&controller, &payments_id).unwrap();
+    assert_eq!(payments.get("pci"), None, "nor is the payments pod's own: {payments}");
+
+    cluster.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "payments", "labels": {"pci": "true", "kubernetes.io/metadata.name": "payments"}},
+    }));
+    let payments = eventually(WAIT, "payments tagged pci by its Namespace", || {
+        published_labels(&controller, &payments_id).filter(|l| l["pci"] == "true")
+    })
+    .await;
+    assert_eq!(payments, json!({"pci": "true"}), "Kubernetes' own labels are no tags");
+    assert_eq!(published_labels(&controller, &frontend_id).unwrap().get("pci"), None);
 }
