@@ -318,6 +318,50 @@ impl Store {
     }
 
     /// Removes a revocation; returns the list version after it and whether it changed.
+    /// Gives the entry of `target` the reason `reason` when its reason starts with
+    /// `prefix` (an operator's revocation takes over one the Kubernetes controller
+    /// made, so the controller's credential can no longer undo it); the list's
+    /// version, and whether it changed.
+    pub fn take_over(&self, target: &RevocationTarget, reason: &str, prefix: &str) -> Result<(u64, bool), StoreError> {
+        let (kind, value) = target_columns(target);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE revocations SET reason = ?3 WHERE kind = ?1 AND value = ?2 AND substr(reason, 1, length(?4)) = ?4",
+                params![kind, value, reason, prefix],
+            )?;
+            let version = bump_version(&tx, n == 1)?;
+            tx.commit()?;
+            Ok((version, n == 1))
+        })
+    }
+
+    /// Unrevokes `target` only if its reason starts with `prefix`, in one
+    /// transaction; `None` when its entry has another reason (nothing changed).
+    pub fn unrevoke_own(&self, target: &RevocationTarget, prefix: &str) -> Result<Option<(u64, bool)>, StoreError> {
+        let (kind, value) = target_columns(target);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let reason: Option<String> = tx
+                .query_row(
+                    "SELECT reason FROM revocations WHERE kind = ?1 AND value = ?2",
+                    params![kind, value],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if reason.is_some_and(|r| !r.starts_with(prefix)) {
+                return Ok(None);
+            }
+            let n = tx.execute(
+                "DELETE FROM revocations WHERE kind = ?1 AND value = ?2",
+                params![kind, value],
+            )?;
+            let version = bump_version(&tx, n == 1)?;
+            tx.commit()?;
+            Ok(Some((version, n == 1)))
+        })
+    }
+
     pub fn unrevoke(&self, target: &RevocationTarget) -> Result<(u64, bool), StoreError> {
         let (kind, value) = target_columns(target);
         self.with(|c| {

@@ -319,6 +319,33 @@ async fn the_revoker_credential_may_only_touch_its_own_revocations() {
     ok(&as_revoker(&["ca", "unrevoke", "--serial", "0abc"]));
     let listed = ok(&["ca", "revocations", "list", "--dir", ca.path(), "-o", "json"]);
     assert!(!listed.contains("0abc") && listed.contains("0def"), "{listed}");
+
+    // An operator who revokes what the controller revoked takes the entry over.
+    ok(&as_revoker(&["ca", "revoke", "--serial", "0aaa", "--reason", own]));
+    ok(&[
+        "ca",
+        "revoke",
+        "--serial",
+        "0aaa",
+        "--reason",
+        "keyCompromise",
+        "--dir",
+        ca.path(),
+    ]);
+    let err = fails(&as_revoker(&["ca", "unrevoke", "--serial", "0aaa"]), 1);
+    assert!(err.contains("unrevokes only what it revoked"), "{err}");
+
+    // Palisade's own services and other trust domains are out of its reach.
+    for id in [
+        "spiffe://e2e.test/ns/palisade-system/sa/palisade-control-plane",
+        "spiffe://other.test/ns/shop/sa/web",
+    ] {
+        let err = fails(&as_revoker(&["ca", "revoke", "--spiffe-id", id, "--reason", own]), 1);
+        assert!(
+            err.contains("revokes only workloads of trust domain `e2e.test`"),
+            "{id}: {err}"
+        );
+    }
 }
 
 /// Revocations and used tokens survive a crash of the CA (SIGKILL) and a restart.

@@ -69,6 +69,43 @@ enum Caller {
     Revoker,
 }
 
+/// The most entries `revoker.token` may have revoked at once.
+pub const MAX_REVOKER_ENTRIES: usize = 10_000;
+
+/// Whether `revoker.token` may revoke `target`: a workload of this CA's trust
+/// domain outside `palisade-system` (the CA, control plane, audit service and
+/// controller live there), by SPIFFE ID or by the serial of one of its
+/// certificates, while it holds fewer than [`MAX_REVOKER_ENTRIES`].
+fn revoker_may_revoke(state: &CaState, target: &RevocationTarget) -> Result<(), Status> {
+    let td = state.signer.trust_domain();
+    let id = match target {
+        RevocationTarget::SpiffeId(id) => Some(id.clone()),
+        RevocationTarget::Serial(serial) => state.store.issued(serial).map_err(store_status)?.map(|r| r.id),
+    };
+    if let Some(id) = &id {
+        let system = id.namespace() == Some(SYSTEM_NAMESPACE);
+        if !id.is_member_of(td) || id.path().is_empty() || system {
+            return Err(revoker_refused(&format!(
+                "revokes only workloads of trust domain `{td}` outside namespace `{SYSTEM_NAMESPACE}`, not `{id}`"
+            )));
+        }
+    }
+    let (_, entries) = state.store.revocations().map_err(store_status)?;
+    let owned = entries
+        .iter()
+        .filter(|e| e.reason.starts_with(REVOKER_REASON_PREFIX))
+        .count();
+    if owned >= MAX_REVOKER_ENTRIES {
+        return Err(Status::resource_exhausted(format!(
+            "`revoker.token` holds {owned} revocations, its limit; unrevoke some, or revoke with `admin.token`"
+        )));
+    }
+    Ok(())
+}
+
+/// The namespace of Palisade's own services.
+const SYSTEM_NAMESPACE: &str = "palisade-system";
+
 /// What the revoker may not do, in words.
 fn revoker_refused(what: &str) -> Status {
     Status::permission_denied(format!(
@@ -106,10 +143,20 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         }
         let state = Arc::clone(&self.state);
         blocking(move || {
-            let (version, changed) = state
+            if caller == Caller::Revoker {
+                revoker_may_revoke(&state, &target)?;
+            }
+            let (mut version, mut changed) = state
                 .store
                 .revoke(&target, &reason, unix_seconds(SystemTime::now()))
                 .map_err(store_status)?;
+            if caller == Caller::Admin && !changed && !reason.starts_with(REVOKER_REASON_PREFIX) {
+                // Already revoked by the controller: the operator's revocation
+                // takes it over, so the controller's credential cannot undo it.
+                (version, changed) = (state.store)
+                    .take_over(&target, &reason, REVOKER_REASON_PREFIX)
+                    .map_err(store_status)?;
+            }
             state.publish().map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(%target, version, changed, "revoked");
             if changed {
@@ -126,16 +173,15 @@ impl pb::ca_admin_server::CaAdmin for Admin {
         let target = target(request.get_ref().target.as_ref())?;
         let state = Arc::clone(&self.state);
         blocking(move || {
-            if caller == Caller::Revoker {
-                let (_, entries) = state.store.revocations().map_err(store_status)?;
-                let foreign = entries
-                    .iter()
-                    .any(|e| e.target == target && !e.reason.starts_with(REVOKER_REASON_PREFIX));
-                if foreign {
-                    return Err(revoker_refused("unrevokes only what it revoked"));
-                }
-            }
-            let (version, changed) = state.store.unrevoke(&target).map_err(store_status)?;
+            let (version, changed) = match caller {
+                Caller::Admin => state.store.unrevoke(&target).map_err(store_status)?,
+                // Checked and deleted in one transaction: no operator's entry can
+                // slip in between.
+                Caller::Revoker => (state.store)
+                    .unrevoke_own(&target, REVOKER_REASON_PREFIX)
+                    .map_err(store_status)?
+                    .ok_or_else(|| revoker_refused("unrevokes only what it revoked"))?,
+            };
             state.publish().map_err(|e| Status::internal(e.to_string()))?;
             tracing::info!(%target, version, changed, "unrevoked");
             if changed {
