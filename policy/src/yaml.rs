@@ -66,7 +66,11 @@ impl SourceFile {
     }
 
     fn yaml_position(&self, path: &Path<'_>) -> Option<(u32, u32)> {
-        self.entry_position(path).or_else(|| position_in(&self.text, path, 0))
+        self.entry_position(path).or_else(|| {
+            let located = Locate { path }.deserialize(serde_yaml_ng::Deserializer::from_str(&self.text));
+            let location = located.err()?.location()?;
+            Some((to_u32(location.line()), to_u32(location.column())))
+        })
     }
 
     /// The position of `path` found by parsing only its entry, when the file is
@@ -81,6 +85,12 @@ impl SourceFile {
             .get(index.saturating_add(1))
             .map_or(self.text.len(), |(end, _)| *end);
         let entry = self.text.get(start..end)?;
+        // The entry alone must be a list of exactly one element, or the starts
+        // were wrong (a `- ` line inside a multi-line quoted scalar).
+        let alone: Vec<IgnoredAny> = serde_yaml_ng::from_str(entry).ok()?;
+        if alone.len() != 1 {
+            return None;
+        }
         let mut within = vec![Step::Index(0)];
         within.extend_from_slice(rest);
         position_in(entry, &within, line)
@@ -106,17 +116,32 @@ fn position_in(text: &str, path: &Path<'_>, first_line: usize) -> Option<(u32, u
 /// document has entries (a `-` line inside a block scalar, a flow sequence or a
 /// mapping at the top: `None`, and every error parses the whole file).
 fn entry_starts(text: &str) -> Option<Vec<(usize, usize)>> {
+    // Line breaks other than `\n` (which YAML counts and `lines` would not), a
+    // byte-order mark, or a list that does not start at the first content line
+    // (indented, or after a mapping): the whole file, every time.
+    if text.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}', '\u{feff}']) {
+        return None;
+    }
     let mut starts = Vec::new();
     let mut offset = 0;
     for (line, content) in text.split_inclusive('\n').enumerate() {
         let rest = content.strip_prefix('-');
-        if rest.is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n'])) {
+        if rest.is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\n'])) {
             starts.push((offset, line));
+        } else if starts.is_empty() && !preamble(content) {
+            return None;
         }
         offset += content.len();
     }
     let entries: Option<Vec<IgnoredAny>> = serde_yaml_ng::from_str(text).ok()?;
     (entries.map_or(0, |e| e.len()) == starts.len()).then_some(starts)
+}
+
+/// Whether `line` may come before a list's first entry: blank, a comment, a
+/// directive or the document start.
+fn preamble(line: &str) -> bool {
+    let line = line.trim();
+    line.is_empty() || line.starts_with('#') || line.starts_with('%') || line == "---"
 }
 
 /// What every error made while locating a node says.
@@ -459,7 +484,7 @@ mod tests {
             .chain([vec![Step::Index(99)], vec![]])
             .collect();
         for path in &paths {
-            assert_eq!(file.yaml_position(path), position_in(&text, path, 0), "{path:?}");
+            assert_eq!(file.yaml_position(path), whole(&text, path), "{path:?}");
         }
         assert!(
             file.entries.get().is_some_and(Option::is_some),
@@ -474,16 +499,28 @@ mod tests {
             "[{a: 1}, {a: 2}]\n",
             "- a: |\n    text\n- b: 1\n",
             "- &x {a: 1}\n- *x\n",
+            "\u{feff}- a: 1\n- a: 2\n- a: \"x\n- y\"\n",
+            "  - a: 1\n  - a: 2\n",
+            "- a: 1\r\n- a: 2\r\n",
+            "- a: 1\n- a: \"x\n- y\"\n- a: 3\n",
+            "- a: 'x\n- y'\n- a: 2\n",
         ] {
             let file = SourceFile::in_memory("x.yaml", text);
-            for path in [vec![Step::Index(1), Step::Key("a")], vec![Step::Index(0)]] {
-                assert_eq!(
-                    file.yaml_position(&path),
-                    position_in(text, &path, 0),
-                    "{text:?} {path:?}"
-                );
+            for path in [
+                vec![Step::Index(1), Step::Key("a")],
+                vec![Step::Index(0)],
+                vec![Step::Index(2), Step::Key("a")],
+            ] {
+                assert_eq!(file.yaml_position(&path), whole(text, &path), "{text:?} {path:?}");
             }
         }
+    }
+
+    /// Where the node is by a parse of the whole file: the reference.
+    fn whole(text: &str, path: &Path<'_>) -> Option<(u32, u32)> {
+        let located = Locate { path }.deserialize(serde_yaml_ng::Deserializer::from_str(text));
+        let location = located.err()?.location()?;
+        Some((to_u32(location.line()), to_u32(location.column())))
     }
 
     /// A small xorshift generator: the same documents at every run.
@@ -546,11 +583,7 @@ mod tests {
                         _ => Step::Index(rng.next(3)),
                     });
                 }
-                assert_eq!(
-                    file.yaml_position(&path),
-                    position_in(&text, &path, 0),
-                    "{path:?} in\n{text}"
-                );
+                assert_eq!(file.yaml_position(&path), whole(&text, &path), "{path:?} in\n{text}");
             }
             by_entry += usize::from(
                 file.entries

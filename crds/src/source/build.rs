@@ -244,27 +244,29 @@ impl<'a> Inputs<'a> {
             .filter(|id| !blame.dropped_workloads.contains(*id))
             .map(String::as_str)
             .collect();
-        let candidates = (self.services.iter()).filter(|s| !blame.dropped_services.contains(&s.key));
-        let (kept, mut claim_notes) = services::claim_hosts(candidates.clone());
-        let live_ids: BTreeSet<&str> = (self.workloads.keys())
-            .filter(|id| !blame.dropped_workloads.contains(*id))
-            .map(String::as_str)
-            .collect();
         // A Service is served only by workloads this round has (the loader would
-        // refuse any other), and one that none serves is left out.
-        let mut services: Vec<((String, String), ServiceEntry)> = Vec::new();
-        for item in candidates.filter(|s| kept.contains(&s.key)) {
-            let mut entry = item.entry.clone();
-            entry.served_by.retain(|id| live_ids.contains(id.as_str()));
-            if entry.served_by.is_empty() {
+        // refuse any other); one that none serves is left out before the hosts
+        // are settled, so it takes no host from another.
+        let mut claim_notes = Vec::new();
+        let mut served: Vec<ServiceItem> = Vec::new();
+        for item in (self.services.iter()).filter(|s| !blame.dropped_services.contains(&s.key)) {
+            let mut item = item.clone();
+            item.entry.served_by.retain(|id| live.contains(id.as_str()));
+            if item.entry.served_by.is_empty() {
                 let (namespace, name) = &item.key;
                 claim_notes.push(format!(
                     "service `{namespace}/{name}` is left out: none of the workloads that serve it is in the bundle"
                 ));
                 continue;
             }
-            services.push((item.key.clone(), entry));
+            served.push(item);
         }
+        let (kept, settled) = services::claim_hosts(served.iter());
+        claim_notes.extend(settled);
+        let services: Vec<((String, String), ServiceEntry)> = (served.into_iter())
+            .filter(|s| kept.contains(&s.key))
+            .map(|s| (s.key, s.entry))
+            .collect();
         let services = Rendered::list(
             "services.yaml",
             services.iter().map(|(key, entry)| (key.clone(), entry)),

@@ -87,7 +87,10 @@ pub(super) fn refusal(allowlist: &EgressAllowlist, service_hosts: &BTreeMap<Stri
             None => (false, host.as_str()),
         };
         let normalized = normalize_host(name, None).ok().filter(|n| n.port().is_none());
-        let dns = normalized.filter(|n| !wildcard || (n.name().contains('.') && n.name().parse::<Ipv4Addr>().is_err()));
+        // As the loader: a wildcard covers a DNS domain of two labels or more,
+        // never an address.
+        let domain = |n: &str| n.contains('.') && n.parse::<Ipv4Addr>().is_err() && !n.starts_with('[');
+        let dns = normalized.filter(|n| !wildcard || domain(n.name()));
         let Some(normalized) = dns else {
             return Some(format!(
                 "`{host}` in `spec.hosts` is not a host name nor `*.` and a domain"

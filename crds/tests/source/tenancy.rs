@@ -172,3 +172,52 @@ fn a_namespace_that_runs_too_many_identities_loses_its_workloads_only() {
         &built.notes[..1]
     );
 }
+
+#[test]
+fn a_service_whose_workloads_are_cut_takes_no_host_from_another() {
+    use palisade_crds::resources::HostDelegation;
+
+    let mut state = shop_cluster();
+    // Both namespaces may claim `pay.shop.example`; the tenant's Service is older.
+    let mesh = state.mesh.as_mut().unwrap();
+    for namespace in [ATTACKER, "payments"] {
+        mesh.spec.host_delegations.push(HostDelegation {
+            namespace: namespace.into(),
+            hosts: vec!["pay.shop.example".into()],
+        });
+    }
+    let (pod, mut squatter) = attacker_service("pay", "pay.shop.example");
+    squatter.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    state.pods.push(pod);
+    state.services.push(squatter);
+    let payments = (state.services.iter_mut())
+        .find(|s| s.metadata.namespace.as_deref() == Some("payments"))
+        .unwrap();
+    let annotations = payments.metadata.annotations.get_or_insert_with(Default::default);
+    let hosts = annotations.get("palisade.dev/hosts").cloned().unwrap_or_default();
+    annotations.insert("palisade.dev/hosts".into(), format!("{hosts},pay.shop.example"));
+    // ...then runs so many identities that its workloads are cut.
+    let label = "x".repeat(60);
+    for count in 0..(NAMESPACE_ENTRY_BYTES / 120 + 1) {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("w{count}"), "namespace": ATTACKER},
+            "spec": {"serviceAccountName": format!("sa-{count}-{label}"), "containers": []},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        state.pods.push(pod);
+    }
+    let built = build_ok(&state, &LastValid::new());
+    let registry = built.bundle.registry();
+    assert!(registry.service(ATTACKER, "pay").is_none());
+    let payments = registry
+        .service("payments", "payments")
+        .expect("payments keeps its Service");
+    assert!(
+        payments.hosts().iter().any(|h| h == "pay.shop.example"),
+        "{:?}",
+        payments.hosts()
+    );
+}
