@@ -363,17 +363,8 @@ impl Store {
     }
 
     pub fn unrevoke(&self, target: &RevocationTarget) -> Result<(u64, bool), StoreError> {
-        let (kind, value) = target_columns(target);
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute(
-                "DELETE FROM revocations WHERE kind = ?1 AND value = ?2",
-                params![kind, value],
-            )?;
-            let version = bump_version(&tx, n == 1)?;
-            tx.commit()?;
-            Ok((version, n == 1))
-        })
+        // Every reason starts with the empty prefix: `None` cannot come back.
+        Ok(self.unrevoke_own(target, "")?.unwrap_or_default())
     }
 
     /// The current list version and every revocation, oldest first.

@@ -24,7 +24,7 @@ use palisade_authz::{ExternalHostFacts, NormalizedHost};
 use palisade_ca::SpiffeId;
 
 use crate::error::Problem;
-use crate::field::{child, Fields};
+use crate::field::{child, host_name, Fields};
 use crate::registry::{list, Registry, Workload};
 use crate::yaml::{unique_map, Step};
 
@@ -259,23 +259,36 @@ fn rule(i: usize, entry: &EgressEntry, registry: &Registry, fields: &mut Fields<
 
 /// `host` or `*.suffix`, canonical, without port.
 fn host_pattern(raw: &str, fields: &mut Fields<'_>, path: &[Step<'_>]) -> Option<HostPattern> {
-    let Some(suffix) = raw.strip_prefix("*.") else {
-        if raw.contains('*') {
-            let hint = "`*` may only be the whole first label, as in `*.example.com`";
-            return fail(fields, Problem::InvalidWildcard { host: raw.into(), hint }, path);
+    HostPattern::parse(raw).map_or_else(|problem| fail(fields, problem, path), Some)
+}
+
+impl HostPattern {
+    /// `raw` as an egress host: an exact host name (or address) or `*.` and a
+    /// DNS domain of two labels or more, canonical and without port; or why it is
+    /// not one (the problem `egress.yaml`'s loader reports).
+    ///
+    /// # Errors
+    ///
+    /// The [`Problem`] that makes `raw` no host pattern.
+    pub fn parse(raw: &str) -> Result<Self, Problem> {
+        let Some(suffix) = raw.strip_prefix("*.") else {
+            if raw.contains('*') {
+                let hint = "`*` may only be the whole first label, as in `*.example.com`";
+                return Err(Problem::InvalidWildcard { host: raw.into(), hint });
+            }
+            return host_name(raw).map(Self::Exact);
+        };
+        let suffix = host_name(suffix)?;
+        if suffix.parse::<std::net::Ipv4Addr>().is_ok() || suffix.starts_with('[') {
+            let hint = "a wildcard covers DNS names, not addresses; list the address itself";
+            return Err(Problem::InvalidWildcard { host: raw.into(), hint });
         }
-        return fields.host(raw, path).map(HostPattern::Exact);
-    };
-    let suffix = fields.host(suffix, path)?;
-    if suffix.parse::<std::net::Ipv4Addr>().is_ok() || suffix.starts_with('[') {
-        let hint = "a wildcard covers DNS names, not addresses; list the address itself";
-        return fail(fields, Problem::InvalidWildcard { host: raw.into(), hint }, path);
+        if !suffix.contains('.') {
+            let hint = "a wildcard over a top-level domain allows too much; name a domain, as `*.example.com`";
+            return Err(Problem::InvalidWildcard { host: raw.into(), hint });
+        }
+        Ok(Self::Wildcard { suffix })
     }
-    if !suffix.contains('.') {
-        let hint = "a wildcard over a top-level domain allows too much; name a domain, as `*.example.com`";
-        return fail(fields, Problem::InvalidWildcard { host: raw.into(), hint }, path);
-    }
-    Some(HostPattern::Wildcard { suffix })
 }
 
 fn selector(raw: &SelectorEntry, fields: &mut Fields<'_>, path: &[Step<'_>]) -> Option<WorkloadSelector> {

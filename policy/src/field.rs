@@ -103,17 +103,7 @@ impl Fields<'_> {
 
     /// A host name without port, in canonical form (lower case, no trailing dot).
     pub(crate) fn host(&mut self, raw: &str, path: &Path<'_>) -> Option<String> {
-        match normalize_host(raw, None) {
-            Ok(host) if host.port().is_some() => self.fail(Problem::HostWithPort { host: raw.to_owned() }, path),
-            Ok(host) => Some(host.name().to_owned()),
-            Err(reason) => self.fail(
-                Problem::InvalidHost {
-                    host: raw.to_owned(),
-                    reason,
-                },
-                path,
-            ),
-        }
+        host_name(raw).map_or_else(|problem| self.fail(problem, path), Some)
     }
 
     /// `host:port`, with both parts required.
@@ -143,6 +133,19 @@ impl Fields<'_> {
     fn fail<T>(&mut self, problem: Problem, path: &Path<'_>) -> Option<T> {
         self.report(problem, path);
         None
+    }
+}
+
+/// `raw` as a host name without port, in canonical form (lower case, no trailing
+/// dot); or why it is not one.
+pub(crate) fn host_name(raw: &str) -> Result<String, Problem> {
+    match normalize_host(raw, None) {
+        Ok(host) if host.port().is_some() => Err(Problem::HostWithPort { host: raw.to_owned() }),
+        Ok(host) => Ok(host.name().to_owned()),
+        Err(reason) => Err(Problem::InvalidHost {
+            host: raw.to_owned(),
+            reason,
+        }),
     }
 }
 

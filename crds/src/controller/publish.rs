@@ -33,7 +33,7 @@ pub const CURRENT: &str = "current";
 // The prefix of version directories (the control plane checks a version's
 // files against the digest its name gives, so a version read while it is
 // removed is refused, never loaded in part).
-use palisade_policy::distribute::VERSION_PREFIX;
+use palisade_policy::distribute::{version_name, VERSION_PREFIX};
 /// The prefix of directories and links being written.
 const TEMP_PREFIX: &str = ".tmp-";
 
@@ -125,12 +125,6 @@ fn write_version(dir: &Path, files: &BundleFiles, digest: SnapshotDigest) -> Res
         digest,
         at: super::time::now(),
     })
-}
-
-/// `.bundle-` and the first 16 hex digits of the digest.
-fn version_name(digest: SnapshotDigest) -> String {
-    let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{VERSION_PREFIX}{hex}")
 }
 
 fn write_files(root: &Path, files: &BundleFiles) -> Result<(), PublishError> {

@@ -12,6 +12,7 @@ use palisade_policy::registry::ServiceEntry;
 use super::workloads::check_labels;
 use super::ExportError;
 use crate::labels::{is_palisade, HOSTS_ANNOTATION, WORKLOAD_LABEL};
+use crate::source::canonical_host;
 
 /// The Services, the inbound port of each workload (SPIFFE ID) whose services
 /// list endpoints, and the hosts each namespace's Services claim beyond their
@@ -34,7 +35,7 @@ pub(super) fn services(entries: &[ServiceEntry]) -> Result<Served, ExportError> 
         served.services.push(service(entry, &service_account));
         let delegated = served.delegations.entry(entry.namespace.clone()).or_default();
         for host in &entry.hosts {
-            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            let host = canonical_host(host);
             match cluster_name(&host, &entry.namespace, &entry.name) {
                 ClusterName::Own => {}
                 ClusterName::Other => {

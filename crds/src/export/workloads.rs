@@ -24,6 +24,7 @@ use super::{ExportError, ExportOptions};
 use crate::labels::{
     is_hidden_namespace_label, is_hidden_pod_label, DEFAULT_INBOUND_PORT, INBOUND_PORT_ANNOTATION, WORKLOAD_LABEL,
 };
+use crate::source::shared_labels;
 
 /// Where the demo app listens, and where the sidecar forwards allowed requests.
 const APP_ADDRESS: &str = "127.0.0.1:8080";
@@ -91,11 +92,7 @@ pub(super) fn label_trust(entries: &[WorkloadEntry], read: impl Fn(&str) -> bool
     }
     let mut trust = LabelTrust::default();
     for (namespace, sets) in by_namespace {
-        let mut shared = sets.first().map(|s| (*s).clone()).unwrap_or_default();
-        for set in &sets {
-            shared.retain(|key, value| set.get(key) == Some(value));
-        }
-        let rest = (sets.iter().flat_map(|s| s.keys())).filter(|key| !shared.contains_key(*key));
+        let (shared, rest) = shared_labels(&sets);
         for key in rest {
             if read(key) {
                 return Err(ExportError::DisputedTag {

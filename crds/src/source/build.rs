@@ -12,7 +12,7 @@ use super::budget::{self, Cuts, Part, PolicyCut, Size, Usage};
 use super::egress;
 use super::policies::{self, PolicyItem};
 use super::render::{yaml, Rendered};
-use super::services::{self, HostRules, ServiceItem};
+use super::services::{self, canonical_host, HostRules, ServiceItem};
 use super::workloads::{self, LabelTrust, LivePods};
 use super::{mesh, BuildError, ClusterState, Kind, LastValid, Outcome, SourceOptions, Verdict};
 use crate::resources::MeshConfig;
@@ -211,7 +211,7 @@ impl<'a> Inputs<'a> {
         let service_hosts: BTreeMap<String, String> = (self.services.iter())
             .flat_map(|item| {
                 let id = format!("{}/{}", item.key.0, item.key.1);
-                (item.entry.hosts.iter()).map(move |host| (egress::canonical(host), id.clone()))
+                (item.entry.hosts.iter()).map(move |host| (canonical_host(host), id.clone()))
             })
             .collect();
         for (namespace, (cut, _)) in &self.cuts.policies {
@@ -413,8 +413,8 @@ fn size<T: serde::Serialize>(file: &'static str, entry: &T) -> usize {
 
 /// The namespace of a workload's SPIFFE ID (`spiffe://TD/ns/NS/sa/SA`).
 fn namespace_of(id: &str) -> String {
-    let after = id.split_once("/ns/").map_or("", |(_, rest)| rest);
-    after.split_once('/').map_or(after, |(ns, _)| ns).to_owned()
+    let id = palisade_ca::SpiffeId::parse(id).ok();
+    id.as_ref().and_then(|id| id.namespace()).unwrap_or_default().to_owned()
 }
 
 fn verdict(kind: Kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, outcome: Outcome) -> Verdict {

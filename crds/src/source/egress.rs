@@ -8,9 +8,8 @@
 //! matches nothing either.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
-use palisade_authz::normalize_host;
+use palisade_policy::egress::HostPattern;
 
 use palisade_policy::egress::{EgressEntry, Protocol, SelectorEntry};
 
@@ -82,33 +81,21 @@ pub(super) fn refusal(allowlist: &EgressAllowlist, service_hosts: &BTreeMap<Stri
         return Some("a label key of `spec.workloads.labels` is empty; give every label a key".to_owned());
     }
     for host in &spec.hosts {
-        let (wildcard, name) = match host.strip_prefix("*.") {
-            Some(suffix) => (true, suffix),
-            None => (false, host.as_str()),
-        };
-        let normalized = normalize_host(name, None).ok().filter(|n| n.port().is_none());
-        // As the loader: a wildcard covers a DNS domain of two labels or more,
-        // never an address.
-        let domain = |n: &str| n.contains('.') && n.parse::<Ipv4Addr>().is_err() && !n.starts_with('[');
-        let dns = normalized.filter(|n| !wildcard || domain(n.name()));
-        let Some(normalized) = dns else {
-            return Some(format!(
-                "`{host}` in `spec.hosts` is not a host name nor `*.` and a domain"
-            ));
-        };
-        if let Some(service) = service_hosts.get(normalized.name()).filter(|_| !wildcard) {
-            return Some(format!(
-                "`{host}` in `spec.hosts` is a name of the mesh service `{service}`, not an external host; \
-                 call the service through the mesh"
-            ));
+        // The loader's own rule, so the two never disagree.
+        match HostPattern::parse(host) {
+            Err(problem) => return Some(format!("`{host}` in `spec.hosts`: {problem}")),
+            Ok(HostPattern::Exact(name)) => {
+                if let Some(service) = service_hosts.get(&name) {
+                    return Some(format!(
+                        "`{host}` in `spec.hosts` is a name of the mesh service `{service}`, not an external host; \
+                         call the service through the mesh"
+                    ));
+                }
+            }
+            Ok(HostPattern::Wildcard { .. }) => {}
         }
     }
     None
-}
-
-/// A host name compared case-insensitively and without a trailing dot.
-pub(super) fn canonical(host: &str) -> String {
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 #[cfg(test)]

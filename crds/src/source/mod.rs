@@ -83,5 +83,7 @@ pub use build::{build, Built};
 pub use error::BuildError;
 pub use last_valid::LastValid;
 pub use policies::policy_file;
+pub(crate) use services::canonical_host;
 pub use state::{ClusterState, SourceOptions};
 pub use verdict::{Kind, Outcome, Verdict};
+pub(crate) use workloads::shared as shared_labels;

@@ -159,7 +159,9 @@ fn item(
         key: (namespace.to_owned(), name.to_owned()),
         created: meta.creation_timestamp.clone(),
         entry,
-        grants: (grants.iter()).map(|(host, grant)| (canonical(host), *grant)).collect(),
+        grants: (grants.iter())
+            .map(|(host, grant)| (canonical_host(host), *grant))
+            .collect(),
     })
 }
 
@@ -211,14 +213,14 @@ fn dedupe(hosts: Vec<(String, Grant)>) -> Vec<(String, Grant)> {
     let mut seen = BTreeSet::new();
     hosts
         .into_iter()
-        .filter(|(host, _)| seen.insert(canonical(host)))
+        .filter(|(host, _)| seen.insert(canonical_host(host)))
         .collect()
 }
 
 /// The right by which the Service whose own names are `own` claims `host`; why
 /// it may not, when it may not.
 fn grant(host: &str, namespace: &str, own: &[String; 2], rules: &HostRules<'_>) -> Result<Grant, String> {
-    let canonical = canonical(host);
+    let canonical = canonical_host(host);
     if own.contains(&canonical) {
         return Ok(Grant::Own);
     }
@@ -244,7 +246,7 @@ fn grant(host: &str, namespace: &str, own: &[String; 2], rules: &HostRules<'_>) 
 }
 
 /// A host name compared case-insensitively and without a trailing dot.
-fn canonical(host: &str) -> String {
+pub(crate) fn canonical_host(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
@@ -374,10 +376,10 @@ pub(super) fn claim_hosts<'a>(
 
 /// The Service each host goes to, among `candidates`.
 fn winners<'a>(candidates: &[&'a ServiceItem]) -> BTreeMap<&'a str, &'a ServiceItem> {
-    let priority = |item: &ServiceItem, host: &str| {
+    fn priority<'i>(item: &'i ServiceItem, host: &str) -> (Grant, bool, &'i Option<Time>, &'i (String, String)) {
         let grant = item.grants.get(host).copied().unwrap_or(Grant::Wildcard);
-        (grant, item.created.is_none(), item.created.clone(), item.key.clone())
-    };
+        (grant, item.created.is_none(), &item.created, &item.key)
+    }
     let mut winners: BTreeMap<&str, &ServiceItem> = BTreeMap::new();
     for item in candidates {
         for host in item.grants.keys() {

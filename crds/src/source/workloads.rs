@@ -29,7 +29,7 @@ use crate::labels::pod_policy_labels;
 use crate::source::state::NamespaceLabels;
 
 /// Labels or annotations: key → value.
-type Labels = BTreeMap<String, String>;
+pub(crate) type Labels = BTreeMap<String, String>;
 
 /// An empty label or annotation map, for objects that have none.
 static NONE: BTreeMap<String, String> = BTreeMap::new();
@@ -135,7 +135,7 @@ pub(super) fn workloads(pods: &LivePods<'_>, trust: LabelTrust<'_>) -> (BTreeMap
     let entries = by_id
         .into_iter()
         .map(|(id, (namespace, sets))| {
-            let (mut labels, dropped) = shared(&sets);
+            let (mut labels, dropped) = shared(&sets.iter().collect::<Vec<_>>());
             if !dropped.is_empty() {
                 let keys: Vec<String> = dropped.iter().map(|k| format!("`{k}`")).collect();
                 notes.push(format!(
@@ -157,14 +157,13 @@ pub(super) fn workloads(pods: &LivePods<'_>, trust: LabelTrust<'_>) -> (BTreeMap
 }
 
 /// The labels every set has with one value, and every other key.
-fn shared(sets: &[BTreeMap<String, String>]) -> (BTreeMap<String, String>, BTreeSet<String>) {
-    let mut shared = sets.first().cloned().unwrap_or_default();
+pub(crate) fn shared<'a>(sets: &[&'a Labels]) -> (Labels, BTreeSet<&'a String>) {
+    let mut shared = sets.first().map(|s| (*s).clone()).unwrap_or_default();
     for set in sets {
         shared.retain(|key, value| set.get(key) == Some(value));
     }
-    let dropped = (sets.iter().flat_map(BTreeMap::keys))
+    let dropped = (sets.iter().flat_map(|s| s.keys()))
         .filter(|key| !shared.contains_key(*key))
-        .cloned()
         .collect();
     (shared, dropped)
 }

@@ -56,7 +56,7 @@ pub use publisher::{Offered, Publisher};
 pub use push::{push, push_source, OnlyController, PushError, PushParams, PushService, Pushed, Source};
 pub use server::{serve, ServeError, ServeParams};
 pub use status::{ProxyState, ProxyStatus, Refusal, StreamGuard, Version};
-pub use watch::{watch_bundle, BundleWatch, PolicyEvent, Published, WatchParams, VERSION_PREFIX};
+pub use watch::{version_name, watch_bundle, BundleWatch, PolicyEvent, Published, WatchParams, VERSION_PREFIX};
 
 /// The SPIFFE ID the control plane serves under:
 /// `spiffe://TD/ns/palisade-system/sa/palisade-control-plane`.

@@ -196,16 +196,18 @@ impl Watch {
 /// writes.
 pub const VERSION_PREFIX: &str = ".bundle-";
 
+/// The directory name of the version whose canonical files have `digest`:
+/// [`VERSION_PREFIX`] and the first 16 hex digits of the digest.
+pub fn version_name(digest: crate::snapshot::SnapshotDigest) -> String {
+    let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{VERSION_PREFIX}{hex}")
+}
+
 /// When `dir` is a version directory, that its files give the digest its name
 /// says.
 fn check_version_name(dir: &std::path::Path, canonical: &BundleFiles) -> Result<(), Diagnostics> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(named) = name.strip_prefix(VERSION_PREFIX) else {
-        return Ok(());
-    };
-    let digest = crate::snapshot::SnapshotDigest::of(canonical);
-    let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    if hex == named {
+    if !name.starts_with(VERSION_PREFIX) || name == version_name(crate::snapshot::SnapshotDigest::of(canonical)) {
         return Ok(());
     }
     let problem = Problem::Internal("the bundle version changed while it was read (its files do not give the digest its name says); it is read again at the next change");
@@ -256,8 +258,7 @@ mod version_tests {
         let (canonical, _) =
             load_canonical(&BundleFiles::from_iter([("mesh.yaml".to_owned(), MESH.to_owned())])).unwrap();
         let digest = crate::snapshot::SnapshotDigest::of(&canonical);
-        let hex: String = digest.as_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let whole = version(root.path(), &format!("{VERSION_PREFIX}{hex}"));
+        let whole = version(root.path(), &version_name(digest));
         assert!(attempt(whole).await.is_ok());
         // A version named for other files: what a reader sees of a version being removed.
         let partial = version(root.path(), &format!("{VERSION_PREFIX}0123456789abcdef"));
