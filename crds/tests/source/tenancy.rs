@@ -27,6 +27,22 @@ fn attacker_service(name: &str, hosts: &str) -> (Pod, Service) {
     (pod, service)
 }
 
+/// Pods of the attacker's namespace, each of its own service account, enough to
+/// take more than the namespace's share of `workloads.yaml`.
+fn crowd() -> Vec<Pod> {
+    let label = "x".repeat(60);
+    (0..=NAMESPACE_ENTRY_BYTES / 120)
+        .map(|count| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("w{count}"), "namespace": ATTACKER},
+                "spec": {"serviceAccountName": format!("sa-{count}-{label}"), "containers": []},
+                "status": {"phase": "Running"}
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
 fn attacker_policy(name: &str, text: String) -> CedarPolicy {
     let mut policy = CedarPolicy::new(
         name,
@@ -142,18 +158,7 @@ fn a_namespace_over_its_policy_budget_is_held_and_the_rest_of_the_mesh_updates()
 #[test]
 fn a_namespace_that_runs_too_many_identities_loses_its_workloads_only() {
     let mut state = shop_cluster();
-    let label = "x".repeat(60);
-    let mut count = 0;
-    while count * 120 < NAMESPACE_ENTRY_BYTES {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("w{count}"), "namespace": ATTACKER},
-            "spec": {"serviceAccountName": format!("sa-{count}-{label}"), "containers": []},
-            "status": {"phase": "Running"}
-        }))
-        .unwrap();
-        state.pods.push(pod);
-        count += 1;
-    }
+    state.pods.extend(crowd());
     let built = build_ok(&state, &LastValid::new());
     let registry = built.bundle.registry();
     assert!(
@@ -199,16 +204,7 @@ fn a_service_whose_workloads_are_cut_takes_no_host_from_another() {
     let hosts = annotations.get("palisade.dev/hosts").cloned().unwrap_or_default();
     annotations.insert("palisade.dev/hosts".into(), format!("{hosts},pay.shop.example"));
     // ...then runs so many identities that its workloads are cut.
-    let label = "x".repeat(60);
-    for count in 0..(NAMESPACE_ENTRY_BYTES / 120 + 1) {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("w{count}"), "namespace": ATTACKER},
-            "spec": {"serviceAccountName": format!("sa-{count}-{label}"), "containers": []},
-            "status": {"phase": "Running"}
-        }))
-        .unwrap();
-        state.pods.push(pod);
-    }
+    state.pods.extend(crowd());
     let built = build_ok(&state, &LastValid::new());
     let registry = built.bundle.registry();
     assert!(registry.service(ATTACKER, "pay").is_none());
